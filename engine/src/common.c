@@ -1,0 +1,143 @@
+/* common.c: status strings, error messages, tensor type table, fp16/bf16. */
+#include "layerskip/ls_common.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+const char *ls_strerror(ls_status s) {
+    switch (s) {
+    case LS_OK: return "ok";
+    case LS_ERR_IO: return "I/O error";
+    case LS_ERR_FORMAT: return "malformed input";
+    case LS_ERR_UNSUPPORTED: return "unsupported";
+    case LS_ERR_NOMEM: return "out of memory";
+    case LS_ERR_INVALID: return "invalid argument";
+    case LS_ERR_RANGE: return "out of range";
+    case LS_ERR_MISSING: return "missing";
+    }
+    return "unknown status";
+}
+
+ls_status ls_err_set(ls_err *err, ls_status s, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+    }
+    return s;
+}
+
+bool ls_type_is_supported(uint32_t t) {
+    switch (t) {
+    case LS_TYPE_F32: case LS_TYPE_F16: case LS_TYPE_BF16:
+    case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q8_0:
+        return true;
+    }
+    return false;
+}
+
+const char *ls_type_name(ls_type t) {
+    switch (t) {
+    case LS_TYPE_F32: return "F32";
+    case LS_TYPE_F16: return "F16";
+    case LS_TYPE_BF16: return "BF16";
+    case LS_TYPE_Q4_0: return "Q4_0";
+    case LS_TYPE_Q4_1: return "Q4_1";
+    case LS_TYPE_Q8_0: return "Q8_0";
+    }
+    return "?";
+}
+
+int64_t ls_type_block_elems(ls_type t) {
+    switch (t) {
+    case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q8_0: return 32;
+    default: return 1;
+    }
+}
+
+size_t ls_type_block_bytes(ls_type t) {
+    switch (t) {
+    case LS_TYPE_F32: return 4;
+    case LS_TYPE_F16: case LS_TYPE_BF16: return 2;
+    case LS_TYPE_Q4_0: return 18;
+    case LS_TYPE_Q4_1: return 20;
+    case LS_TYPE_Q8_0: return 34;
+    }
+    return 0;
+}
+
+bool ls_type_nbytes(ls_type t, int64_t n, uint64_t *out) {
+    int64_t be = ls_type_block_elems(t);
+    size_t bb = ls_type_block_bytes(t);
+    if (n < 0 || bb == 0 || n % be != 0) return false;
+    return ls_mul_u64((uint64_t)(n / be), bb, out);
+}
+
+float ls_f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f;
+    uint32_t mant = h & 0x3ff;
+    uint32_t bits;
+    if (exp == 0) {
+        if (mant == 0) {
+            bits = sign;
+        } else { /* subnormal: normalise */
+            int e = -1;
+            do { mant <<= 1; e++; } while (!(mant & 0x400));
+            mant &= 0x3ff;
+            bits = sign | ((uint32_t)(127 - 15 - e) << 23) | (mant << 13);
+        }
+    } else if (exp == 0x1f) {
+        bits = sign | 0x7f800000u | (mant << 13);
+    } else {
+        bits = sign | ((exp + 127 - 15) << 23) | (mant << 13);
+    }
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t ls_f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    uint32_t sign = (x >> 16) & 0x8000;
+    uint32_t absx = x & 0x7fffffffu;
+    if (absx >= 0x7f800000u) /* inf / nan */
+        return (uint16_t)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0));
+    if (absx >= 0x477ff000u) /* rounds to >= 65520: overflow to inf */
+        return (uint16_t)(sign | 0x7c00);
+    if (absx < 0x38800000u) { /* below smallest normal half: subnormal or zero */
+        if (absx < 0x33000000u) return (uint16_t)sign;
+        uint32_t e = absx >> 23;
+        uint32_t m = (absx & 0x7fffff) | 0x800000;
+        /* value = m * 2^(e-150); half subnormal unit = 2^-24 */
+        uint32_t s = 150 - 24 - e; /* right shift to express in 2^-24 units */
+        uint32_t q = m >> s;
+        uint32_t rem = m & ((1u << s) - 1);
+        uint32_t mid = 1u << (s - 1);
+        if (rem > mid || (rem == mid && (q & 1))) q++;
+        return (uint16_t)(sign | q);
+    }
+    uint32_t e = ((absx >> 23) - 127 + 15) << 10;
+    uint32_t m = (absx >> 13) & 0x3ff;
+    uint32_t rem = absx & 0x1fff;
+    uint32_t h = e | m;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;
+    return (uint16_t)(sign | h);
+}
+
+float ls_bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
+
+uint16_t ls_f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, 4);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+    x += 0x7fff + ((x >> 16) & 1);
+    return (uint16_t)(x >> 16);
+}

@@ -1,0 +1,64 @@
+/* kernels.h: the engine's math. Matrix products of a weight matrix (any
+ * supported ls_type, row-major, memory-mapped) with a batch of activation
+ * rows, a thread pool that owns the cores, and the small vector ops of a
+ * Llama forward pass.
+ *
+ * Numerics follow llama.cpp so greedy outputs match it token for token:
+ * for quantized weights the activations are quantized per 32-element block
+ * (Q8_0-style for Q4_0/Q8_0 weights, Q8_1-style with the fp16 block sum for
+ * Q4_1 weights) and dotted in integers; F16/BF16/F32 weights dot in f32.
+ * Small batches (decode, verification of k+1 drafted positions) stream each
+ * weight row once for all rows of the batch; large batches (prompt
+ * processing) dequantize weight tiles and call OpenBLAS sgemm on the
+ * quantize-dequantized activations (same rounding as the integer path).
+ * Every fast kernel has a scalar reference beside it (ls_matmul_ref). */
+#ifndef LS_KERNELS_H
+#define LS_KERNELS_H
+
+#include "layerskip/ls_common.h"
+
+/* ---- thread pool: one owner of the cores (OpenBLAS is set to 1 thread) --- */
+typedef struct ls_pool ls_pool;
+ls_pool *ls_pool_create(int n_threads);   /* n_threads >= 1; caller is thread 0 */
+void ls_pool_free(ls_pool *p);
+int ls_pool_size(const ls_pool *p);
+/* run fn(arg, ith, nth) on every thread (ith = 0..nth-1) and wait for all */
+void ls_pool_run(ls_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg);
+
+/* ---- weights ---- */
+typedef struct ls_weight {
+    ls_type type;
+    int64_t rows;         /* output features */
+    int64_t cols;         /* input features (contiguous) */
+    const void *data;     /* rows x row_bytes */
+} ls_weight;
+
+size_t ls_weight_row_bytes(const ls_weight *w);
+/* dequantize row r into out[cols] */
+void ls_weight_get_row(const ls_weight *w, int64_t r, float *out);
+
+/* y[i*rows + r] = dot(W[r,:], x[i*cols : (i+1)*cols]) for i in [0,n).
+ * pool may be NULL (single thread). Thread-safe for distinct y. */
+void ls_matmul(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y);
+/* the same, obviously correct and slow (dequantize, quantize activations the
+ * same way, dot in double order-independent enough for tests) */
+void ls_matmul_ref(const ls_weight *w, const float *x, int64_t n, float *y);
+
+/* ---- vector ops ---- */
+/* out = x / sqrt(mean(x^2) + eps) * g  (n elements; sum accumulated in double) */
+void ls_rmsnorm(float *out, const float *x, const float *g, int64_t n, float eps);
+/* in-place softmax over n elements (max-subtracted) */
+void ls_softmax(float *x, int64_t n);
+/* out[i] = silu(gate[i]) * up[i] */
+void ls_swiglu(float *out, const float *gate, const float *up, int64_t n);
+float ls_dot_f32(const float *a, const float *b, int64_t n);
+/* y += a * x */
+void ls_axpy_f32(float *y, float a, const float *x, int64_t n);
+/* fp16 row helpers for the KV cache */
+void ls_f32_to_f16_row(uint16_t *dst, const float *src, int64_t n);
+void ls_f16_to_f32_row(float *dst, const uint16_t *src, int64_t n);
+float ls_dot_f16_f32(const uint16_t *a, const float *b, int64_t n);
+/* y += a * x (x in fp16) */
+void ls_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
+
+#endif

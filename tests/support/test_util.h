@@ -1,0 +1,46 @@
+/* test_util.h: assert macros that print both values, and helpers to find
+ * test data. Each test file is its own executable: main() runs its cases
+ * through RUN(fn) and returns non-zero if any check failed. */
+#ifndef LS_TEST_UTIL_H
+#define LS_TEST_UTIL_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
+#include <math.h>
+
+extern int tu_failures;
+extern int tu_checks;
+
+#define CHECK(cond) do { tu_checks++; if (!(cond)) { tu_failures++; \
+    fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); } } while (0)
+#define CHECK_EQ_INT(a, b) do { long long _a = (long long)(a), _b = (long long)(b); tu_checks++; \
+    if (_a != _b) { tu_failures++; fprintf(stderr, "%s:%d: CHECK_EQ_INT failed: %s == %s (%lld vs %lld)\n", \
+    __FILE__, __LINE__, #a, #b, _a, _b); } } while (0)
+#define CHECK_NEAR(a, b, tol) do { double _a = (double)(a), _b = (double)(b); tu_checks++; \
+    if (!(fabs(_a - _b) <= (tol))) { tu_failures++; fprintf(stderr, "%s:%d: CHECK_NEAR failed: %s ~ %s (%.9g vs %.9g, tol %g)\n", \
+    __FILE__, __LINE__, #a, #b, _a, _b, (double)(tol)); } } while (0)
+#define CHECK_STR_EQ(a, b) do { const char *_a = (a), *_b = (b); tu_checks++; \
+    if (!_a || !_b || strcmp(_a, _b) != 0) { tu_failures++; fprintf(stderr, "%s:%d: CHECK_STR_EQ failed: %s == %s (\"%s\" vs \"%s\")\n", \
+    __FILE__, __LINE__, #a, #b, _a ? _a : "(null)", _b ? _b : "(null)"); } } while (0)
+/* stop the current test case when a precondition fails */
+#define REQUIRE(cond) do { tu_checks++; if (!(cond)) { tu_failures++; \
+    fprintf(stderr, "%s:%d: REQUIRE failed: %s\n", __FILE__, __LINE__, #cond); return; } } while (0)
+
+#define RUN(fn) do { int _f = tu_failures; fprintf(stderr, "-- %s\n", #fn); fn(); \
+    fprintf(stderr, "   %s %s\n", #fn, tu_failures == _f ? "ok" : "FAILED"); } while (0)
+#define TEST_MAIN_END() do { fprintf(stderr, "%d checks, %d failed\n", tu_checks, tu_failures); \
+    return tu_failures ? 1 : 0; } while (0)
+
+/* $LS_MODELS_DIR/<name> etc.; returned string is static storage (one per call site use) */
+const char *tu_models_path(const char *name);
+const char *tu_data_path(const char *name);
+const char *tu_tmp_path(const char *name);
+/* read a whole file (NUL-terminated); NULL on failure; *len optional */
+char *tu_read_file(const char *path, size_t *len);
+/* the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf); exits the test
+ * with failure and a clear message when missing (never skips) */
+const char *tu_default_model(void);
+
+#endif
