@@ -1,0 +1,302 @@
+/* forward.c: the Llama forward pass over a layer range, the exit head, and
+ * the per-sequence KV cache.
+ *
+ * Numerics follow llama.cpp's CPU path so greedy decoding matches it token
+ * for token: KV cache in fp16; queries rounded to fp16 before Q.K; softmax
+ * probabilities rounded to fp16 before the weighted sum of V; rotary angles
+ * accumulated as theta *= theta_scale in float. The hot spot is ls_matmul
+ * (kernels.c); attention is split over (position, head) pairs. */
+#include "model_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct ls_kv {
+    int l0, l1, n_ctx, kv_dim;
+    int *len;             /* (l1 - l0) valid positions per layer */
+    uint16_t *k;          /* (l1 - l0, n_ctx, kv_dim) fp16 */
+    uint16_t *v;          /* (l1 - l0, n_ctx, kv_dim) fp16 */
+};
+
+ls_status ls_kv_create(const ls_model *m, int l0, int l1, int n_ctx, ls_kv **out, ls_err *err) {
+    *out = NULL;
+    const ls_config *c = &m->cfg;
+    if (l0 < 0 || l1 > c->n_layers || l0 >= l1)
+        return ls_err_set(err, LS_ERR_INVALID, "KV cache layer range [%d, %d) is not within [0, %d)", l0, l1, c->n_layers);
+    if (n_ctx < 1 || n_ctx > (1 << 22))
+        return ls_err_set(err, LS_ERR_INVALID, "context size %d is out of range [1, %d]", n_ctx, 1 << 22);
+    ls_kv *kv = calloc(1, sizeof *kv);
+    if (!kv) return ls_err_set(err, LS_ERR_NOMEM, "out of memory for the KV cache");
+    kv->l0 = l0;
+    kv->l1 = l1;
+    kv->n_ctx = n_ctx;
+    kv->kv_dim = c->n_kv_heads * c->head_dim;
+    size_t n = (size_t)(l1 - l0) * (size_t)n_ctx * (size_t)kv->kv_dim;
+    kv->len = calloc((size_t)(l1 - l0), sizeof(int));
+    kv->k = malloc(n * sizeof(uint16_t));
+    kv->v = malloc(n * sizeof(uint16_t));
+    if (!kv->len || !kv->k || !kv->v) {
+        ls_kv_free(kv);
+        return ls_err_set(err, LS_ERR_NOMEM, "out of memory for a KV cache of %zu MB (reduce --ctx)",
+                          n * 4 / (1024 * 1024));
+    }
+    *out = kv;
+    return LS_OK;
+}
+
+void ls_kv_free(ls_kv *kv) {
+    if (!kv) return;
+    free(kv->len);
+    free(kv->k);
+    free(kv->v);
+    free(kv);
+}
+
+int ls_kv_n_ctx(const ls_kv *kv) { return kv->n_ctx; }
+
+int ls_kv_len(const ls_kv *kv, int layer) {
+    if (layer < kv->l0 || layer >= kv->l1) return 0;
+    return kv->len[layer - kv->l0];
+}
+
+void ls_kv_truncate(ls_kv *kv, int l0, int l1, int len) {
+    if (len < 0) len = 0;
+    for (int l = l0 < kv->l0 ? kv->l0 : l0; l < l1 && l < kv->l1; l++)
+        if (kv->len[l - kv->l0] > len) kv->len[l - kv->l0] = len;
+}
+
+static size_t kv_off(const ls_kv *kv, int layer, int pos) {
+    return ((size_t)(layer - kv->l0) * (size_t)kv->n_ctx + (size_t)pos) * (size_t)kv->kv_dim;
+}
+
+const uint16_t *ls_kv_k_row(const ls_kv *kv, int layer, int pos) { return kv->k + kv_off(kv, layer, pos); }
+const uint16_t *ls_kv_v_row(const ls_kv *kv, int layer, int pos) { return kv->v + kv_off(kv, layer, pos); }
+
+/* ------------------------------------------------------------------ ctx */
+
+struct ls_ctx {
+    const ls_model *m;
+    ls_pool *pool;
+    int max_batch;
+    float *xb;            /* (B, dim) normed input */
+    float *q;             /* (B, n_heads*head_dim) */
+    float *k;             /* (B, kv_dim) */
+    float *v;             /* (B, kv_dim) */
+    float *att;           /* (B, n_heads*head_dim) attention output */
+    float *hb;            /* (B, ffn_dim) */
+    float *hb2;           /* (B, ffn_dim) */
+    float *tmp;           /* (B, dim) */
+    float *scores;        /* (n_threads, scores_cap) */
+    int scores_cap;
+    float *rope_cos;      /* (B, head_dim/2) */
+    float *rope_sin;      /* (B, head_dim/2) */
+    ls_counters counters;
+};
+
+ls_status ls_ctx_create(const ls_model *m, int n_threads, int max_batch, ls_ctx **out, ls_err *err) {
+    *out = NULL;
+    if (n_threads < 1 || n_threads > 256)
+        return ls_err_set(err, LS_ERR_INVALID, "thread count %d is out of range [1, 256]", n_threads);
+    if (max_batch < 1 || max_batch > 65536)
+        return ls_err_set(err, LS_ERR_INVALID, "batch size %d is out of range [1, 65536]", max_batch);
+    const ls_config *c = &m->cfg;
+    ls_ctx *x = calloc(1, sizeof *x);
+    if (!x) return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
+    x->m = m;
+    x->max_batch = max_batch;
+    size_t B = (size_t)max_batch;
+    size_t qdim = (size_t)c->n_heads * c->head_dim, kvdim = (size_t)c->n_kv_heads * c->head_dim;
+    x->xb = malloc(B * c->dim * sizeof(float));
+    x->q = malloc(B * qdim * sizeof(float));
+    x->k = malloc(B * kvdim * sizeof(float));
+    x->v = malloc(B * kvdim * sizeof(float));
+    x->att = malloc(B * qdim * sizeof(float));
+    x->hb = malloc(B * c->ffn_dim * sizeof(float));
+    x->hb2 = malloc(B * c->ffn_dim * sizeof(float));
+    x->tmp = malloc(B * c->dim * sizeof(float));
+    x->rope_cos = malloc(B * (c->head_dim / 2) * sizeof(float));
+    x->rope_sin = malloc(B * (c->head_dim / 2) * sizeof(float));
+    x->pool = ls_pool_create(n_threads);
+    if (!x->xb || !x->q || !x->k || !x->v || !x->att || !x->hb || !x->hb2 || !x->tmp ||
+        !x->rope_cos || !x->rope_sin || !x->pool) {
+        ls_ctx_free(x);
+        return ls_err_set(err, LS_ERR_NOMEM, "out of memory for a batch of %d positions", max_batch);
+    }
+    *out = x;
+    return LS_OK;
+}
+
+void ls_ctx_free(ls_ctx *x) {
+    if (!x) return;
+    free(x->xb); free(x->q); free(x->k); free(x->v); free(x->att);
+    free(x->hb); free(x->hb2); free(x->tmp); free(x->scores);
+    free(x->rope_cos); free(x->rope_sin);
+    if (x->pool) ls_pool_free(x->pool);
+    free(x);
+}
+
+int ls_ctx_max_batch(const ls_ctx *c) { return c->max_batch; }
+const ls_model *ls_ctx_model(const ls_ctx *c) { return c->m; }
+int ls_ctx_n_threads(const ls_ctx *c) { return ls_pool_size(c->pool); }
+const ls_counters *ls_ctx_counters(const ls_ctx *c) { return &c->counters; }
+void ls_ctx_reset_counters(ls_ctx *c) { memset(&c->counters, 0, sizeof c->counters); }
+
+ls_status ls_embed(ls_ctx *c, const int32_t *tokens, int n, float *hidden, ls_err *err) {
+    const ls_model *m = c->m;
+    for (int i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= m->cfg.n_vocab)
+            return ls_err_set(err, LS_ERR_INVALID, "token id %d is outside the vocabulary [0, %d)", tokens[i], m->cfg.n_vocab);
+        ls_weight_get_row(&m->tok_embd, tokens[i], hidden + (size_t)i * m->cfg.dim);
+    }
+    return LS_OK;
+}
+
+/* rotary tables for positions pos..pos+n-1, the way llama.cpp builds them */
+static void rope_tables(ls_ctx *c, int pos, int n) {
+    const ls_model *m = c->m;
+    const int half = m->cfg.head_dim / 2;
+    const float theta_scale = powf(m->cfg.rope_theta, -2.0f / (float)m->cfg.head_dim);
+    for (int i = 0; i < n; i++) {
+        float theta = (float)(pos + i);
+        float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
+        for (int j = 0; j < half; j++) {
+            float ff = m->rope_factors ? m->rope_factors[j] : 1.0f;
+            float t = m->rope_freq_scale * (theta / ff);
+            cs[j] = cosf(t);
+            sn[j] = sinf(t);
+            theta *= theta_scale;
+        }
+    }
+}
+
+static void rope_apply(const ls_ctx *c, float *vec, int n_heads, int i) {
+    const ls_model *m = c->m;
+    const int hd = m->cfg.head_dim, half = hd / 2;
+    const float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = vec + (size_t)h * hd;
+        if (m->cfg.rope_kind == LS_ROPE_NORM) {
+            for (int j = 0; j < half; j++) {
+                float x0 = x[2 * j], x1 = x[2 * j + 1];
+                x[2 * j] = x0 * cs[j] - x1 * sn[j];
+                x[2 * j + 1] = x0 * sn[j] + x1 * cs[j];
+            }
+        } else {
+            for (int j = 0; j < half; j++) {
+                float x0 = x[j], x1 = x[j + half];
+                x[j] = x0 * cs[j] - x1 * sn[j];
+                x[j + half] = x0 * sn[j] + x1 * cs[j];
+            }
+        }
+    }
+}
+
+typedef struct attn_job {
+    ls_ctx *c;
+    const ls_kv *kv;
+    int layer, pos, n;
+} attn_job;
+
+/* one (position, head) pair per task: scores over the cached keys, softmax,
+ * weighted sum of the cached values */
+static void attn_worker(void *arg, int ith, int nth) {
+    const attn_job *j = arg;
+    ls_ctx *c = j->c;
+    const ls_config *cfg = &c->m->cfg;
+    const int hd = cfg->head_dim, nh = cfg->n_heads, group = cfg->n_heads / cfg->n_kv_heads;
+    const int kv_dim = cfg->n_kv_heads * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float *scores = c->scores + (size_t)ith * c->scores_cap;
+    float qh[1024];
+    uint16_t qh16[1024];
+    for (int task = ith; task < j->n * nh; task += nth) {
+        const int i = task / nh, h = task % nh, kvh = h / group;
+        const int n_keys = j->pos + i + 1;
+        /* llama.cpp multiplies fp16 K by fp16-rounded Q */
+        ls_f32_to_f16_row(qh16, c->q + ((size_t)i * nh + h) * hd, hd);
+        ls_f16_to_f32_row(qh, qh16, hd);
+        for (int t = 0; t < n_keys; t++) {
+            const uint16_t *krow = ls_kv_k_row(j->kv, j->layer, t) + (size_t)kvh * hd;
+            scores[t] = ls_dot_f16_f32(krow, qh, hd) * scale;
+        }
+        ls_softmax(scores, n_keys);
+        float *out = c->att + ((size_t)i * nh + h) * hd;
+        memset(out, 0, sizeof(float) * hd);
+        for (int t = 0; t < n_keys; t++) {
+            const float p = ls_f16_to_f32(ls_f32_to_f16(scores[t]));
+            ls_axpy_f16(out, p, ls_kv_v_row(j->kv, j->layer, t) + (size_t)kvh * hd, hd);
+        }
+        (void)kv_dim;
+    }
+}
+
+ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float *hidden, ls_err *err) {
+    const ls_model *m = c->m;
+    const ls_config *cfg = &m->cfg;
+    if (n < 1 || n > c->max_batch)
+        return ls_err_set(err, LS_ERR_INVALID, "batch of %d positions is outside [1, %d]", n, c->max_batch);
+    if (l0 < kv->l0 || l1 > kv->l1 || l0 >= l1)
+        return ls_err_set(err, LS_ERR_INVALID, "layer range [%d, %d) is not held by this KV cache [%d, %d)", l0, l1, kv->l0, kv->l1);
+    if (pos < 0 || pos + n > kv->n_ctx)
+        return ls_err_set(err, LS_ERR_RANGE, "positions [%d, %d) exceed the context size %d", pos, pos + n, kv->n_ctx);
+    for (int l = l0; l < l1; l++)
+        if (ls_kv_len(kv, l) < pos)
+            return ls_err_set(err, LS_ERR_INVALID, "layer %d has %d cached positions; cannot run position %d", l, ls_kv_len(kv, l), pos);
+    const int nth = ls_pool_size(c->pool);
+    if (c->scores_cap < pos + n) {
+        int cap = kv->n_ctx;
+        float *s = realloc(c->scores, sizeof(float) * (size_t)cap * (size_t)nth);
+        if (!s) return ls_err_set(err, LS_ERR_NOMEM, "out of memory for attention scores");
+        c->scores = s;
+        c->scores_cap = cap;
+    }
+    const int dim = cfg->dim, hd = cfg->head_dim, nh = cfg->n_heads, nkv = cfg->n_kv_heads;
+    const int qdim = nh * hd, kv_dim = nkv * hd, ffn = cfg->ffn_dim;
+    rope_tables(c, pos, n);
+
+    for (int l = l0; l < l1; l++) {
+        const ls_layer *L = &m->layers[l];
+        /* attention block: x += Wo . attn(rope(Wq xn), rope(Wk xn), Wv xn) */
+        for (int i = 0; i < n; i++)
+            ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->attn_norm, dim, cfg->norm_eps);
+        ls_matmul(c->pool, &L->wq, c->xb, n, c->q);
+        ls_matmul(c->pool, &L->wk, c->xb, n, c->k);
+        ls_matmul(c->pool, &L->wv, c->xb, n, c->v);
+        for (int i = 0; i < n; i++) {
+            rope_apply(c, c->q + (size_t)i * qdim, nh, i);
+            rope_apply(c, c->k + (size_t)i * kv_dim, nkv, i);
+            ls_f32_to_f16_row(kv->k + kv_off(kv, l, pos + i), c->k + (size_t)i * kv_dim, kv_dim);
+            ls_f32_to_f16_row(kv->v + kv_off(kv, l, pos + i), c->v + (size_t)i * kv_dim, kv_dim);
+        }
+        kv->len[l - kv->l0] = pos + n;
+        attn_job job = {c, kv, l, pos, n};
+        ls_pool_run(c->pool, attn_worker, &job);
+        ls_matmul(c->pool, &L->wo, c->att, n, c->tmp);
+        for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
+
+        /* feed-forward block: x += W_down (silu(W_gate xn) * W_up xn) */
+        for (int i = 0; i < n; i++)
+            ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->ffn_norm, dim, cfg->norm_eps);
+        ls_matmul(c->pool, &L->w_gate, c->xb, n, c->hb);
+        ls_matmul(c->pool, &L->w_up, c->xb, n, c->hb2);
+        ls_swiglu(c->hb, c->hb, c->hb2, (int64_t)n * ffn);
+        ls_matmul(c->pool, &L->w_down, c->hb, n, c->tmp);
+        for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
+        if (l < 256) c->counters.layer_positions[l] += (uint64_t)n;
+    }
+    c->counters.forward_calls++;
+    return LS_OK;
+}
+
+ls_status ls_exit_head(ls_ctx *c, const float *hidden, int n, float *logits, ls_err *err) {
+    const ls_model *m = c->m;
+    const int dim = m->cfg.dim;
+    if (n < 1 || n > c->max_batch)
+        return ls_err_set(err, LS_ERR_INVALID, "batch of %d positions is outside [1, %d]", n, c->max_batch);
+    for (int i = 0; i < n; i++)
+        ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, m->out_norm, dim, m->cfg.norm_eps);
+    ls_matmul(c->pool, &m->output, c->xb, n, logits);
+    c->counters.head_positions += (uint64_t)n;
+    return LS_OK;
+}

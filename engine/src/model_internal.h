@@ -1,0 +1,39 @@
+/* model_internal.h: the model struct shared by model.c (loading) and
+ * forward.c (math). Weights point into the memory-mapped file(s); only the
+ * small norm vectors (and llama3 rope factors) are owned f32 copies. */
+#ifndef LS_MODEL_INTERNAL_H
+#define LS_MODEL_INTERNAL_H
+
+#include "layerskip/engine.h"
+#include "kernels.h"
+#include "gguf.h"
+#include "safetensors.h"
+#include "tokenizer.h"
+
+typedef struct ls_layer {
+    float *attn_norm;     /* (dim) */
+    ls_weight wq;         /* (n_heads*head_dim, dim) */
+    ls_weight wk;         /* (n_kv_heads*head_dim, dim) */
+    ls_weight wv;         /* (n_kv_heads*head_dim, dim) */
+    ls_weight wo;         /* (dim, n_heads*head_dim) */
+    float *ffn_norm;      /* (dim) */
+    ls_weight w_gate;     /* (ffn_dim, dim) */
+    ls_weight w_up;       /* (ffn_dim, dim) */
+    ls_weight w_down;     /* (dim, ffn_dim) */
+} ls_layer;
+
+struct ls_model {
+    ls_config cfg;
+    char *path;
+    ls_weight tok_embd;   /* (n_vocab, dim) */
+    float *out_norm;      /* (dim) */
+    ls_weight output;     /* (n_vocab, dim); == tok_embd when tied */
+    float *rope_factors;  /* (head_dim/2) divisors of the rotary frequencies, or NULL */
+    float rope_freq_scale;/* linear rope scaling: positions multiplied by this (1 = off) */
+    ls_layer *layers;     /* (n_layers) */
+    ls_tokenizer *tok;
+    gguf_ctx *gguf;       /* one of gguf / st is set */
+    st_set *st;
+};
+
+#endif
