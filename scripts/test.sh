@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Run the whole test suite: install what is missing (scripts/setup.sh --deps),
+# build, run ctest; then the same suite under AddressSanitizer +
+# UndefinedBehaviorSanitizer; then each libFuzzer target for a short time.
+#
+#   bash scripts/test.sh             # everything (CI runs this)
+#   LS_FUZZ_SECONDS=300 bash scripts/test.sh   # fuzz longer (default 20 s per target)
+#   LS_SKIP_ASAN=1 / LS_SKIP_FUZZ=1  # skip a stage while iterating
+#
+# The last line is "N passed, M failed" over all stages.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --deps || exit 1
+
+passed=0; failed=0
+count_ctest() { # parse "xx% tests passed, F tests failed out of T"
+  local log=$1 line t f
+  line=$(grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' "$log" | tail -1)
+  if [ -z "$line" ]; then failed=$((failed + 1)); return; fi
+  f=$(echo "$line" | sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\1/')
+  t=$(echo "$line" | sed -E 's/.* ([0-9]+) tests? failed out of ([0-9]+).*/\2/')
+  passed=$((passed + t - f)); failed=$((failed + f))
+}
+
+run_suite() { # name build-dir cmake-args...
+  local name=$1 dir=$2; shift 2
+  echo "== [$name] configure + build ($dir)"
+  if ! { cmake -S . -B "$dir" -G Ninja "$@" >/dev/null && cmake --build "$dir"; }; then
+    echo "== [$name] BUILD FAILED"; failed=$((failed + 1)); return
+  fi
+  echo "== [$name] ctest"
+  ctest --test-dir "$dir" --output-on-failure -j2 2>&1 | tee "$dir/ctest.log"
+  count_ctest "$dir/ctest.log"
+}
+
+run_suite release build -DCMAKE_BUILD_TYPE=Release
+if [ -z "${LS_SKIP_ASAN:-}" ]; then
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_suite asan+ubsan build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_SANITIZE=ON
+fi
+
+if [ -z "${LS_SKIP_FUZZ:-}" ]; then
+  secs=${LS_FUZZ_SECONDS:-20}
+  echo "== [fuzz] build (clang, libFuzzer + ASan/UBSan)"
+  if CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_FUZZ=ON -DLS_SANITIZE=ON >/dev/null \
+     && cmake --build build-fuzz; then
+    for fz in build-fuzz/tests/fuzz_*_fuzzer; do
+      name=$(basename "$fz" _fuzzer)
+      corpus=$(mktemp -d)
+      cp tests/fuzz/corpus/"$name"/* "$corpus"/ 2>/dev/null || true
+      echo "== [fuzz] $name for ${secs}s"
+      if LS_MODELS_DIR=$PWD/models "$fz" -max_total_time="$secs" -rss_limit_mb=4096 -timeout=10 \
+           "$corpus" > "build-fuzz/$name.log" 2>&1; then
+        passed=$((passed + 1)); tail -1 "build-fuzz/$name.log"
+      else
+        failed=$((failed + 1)); echo "== [fuzz] $name FAILED:"; tail -40 "build-fuzz/$name.log"
+      fi
+      rm -rf "$corpus"
+    done
+  else
+    echo "== [fuzz] BUILD FAILED"; failed=$((failed + 1))
+  fi
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
