@@ -88,9 +88,11 @@ struct ls_ctx {
     float *hb2;           /* (B, ffn_dim) */
     float *tmp;           /* (B, dim) */
     float *scores;        /* (n_threads, scores_cap) */
+    float *vacc;          /* (n_threads, 32, head_dim) attention value accumulators */
     int scores_cap;
     float *rope_cos;      /* (B, head_dim/2) */
     float *rope_sin;      /* (B, head_dim/2) */
+    bool exact;           /* per-row matrix products for any batch size */
     ls_counters counters;
 };
 
@@ -118,8 +120,9 @@ ls_status ls_ctx_create(const ls_model *m, int n_threads, int max_batch, ls_ctx 
     x->rope_cos = malloc(B * (c->head_dim / 2) * sizeof(float));
     x->rope_sin = malloc(B * (c->head_dim / 2) * sizeof(float));
     x->pool = ls_pool_create(n_threads);
+    x->vacc = malloc(sizeof(float) * 32 * (size_t)c->head_dim * (size_t)n_threads);
     if (!x->xb || !x->q || !x->k || !x->v || !x->att || !x->hb || !x->hb2 || !x->tmp ||
-        !x->rope_cos || !x->rope_sin || !x->pool) {
+        !x->rope_cos || !x->rope_sin || !x->pool || !x->vacc) {
         ls_ctx_free(x);
         return ls_err_set(err, LS_ERR_NOMEM, "out of memory for a batch of %d positions", max_batch);
     }
@@ -130,7 +133,7 @@ ls_status ls_ctx_create(const ls_model *m, int n_threads, int max_batch, ls_ctx 
 void ls_ctx_free(ls_ctx *x) {
     if (!x) return;
     free(x->xb); free(x->q); free(x->k); free(x->v); free(x->att);
-    free(x->hb); free(x->hb2); free(x->tmp); free(x->scores);
+    free(x->hb); free(x->hb2); free(x->tmp); free(x->scores); free(x->vacc);
     free(x->rope_cos); free(x->rope_sin);
     if (x->pool) ls_pool_free(x->pool);
     free(x);
@@ -138,6 +141,7 @@ void ls_ctx_free(ls_ctx *x) {
 
 int ls_ctx_max_batch(const ls_ctx *c) { return c->max_batch; }
 const ls_model *ls_ctx_model(const ls_ctx *c) { return c->m; }
+void ls_ctx_set_exact(ls_ctx *c, bool exact) { c->exact = exact; }
 int ls_ctx_n_threads(const ls_ctx *c) { return ls_pool_size(c->pool); }
 const ls_counters *ls_ctx_counters(const ls_ctx *c) { return &c->counters; }
 void ls_ctx_reset_counters(ls_ctx *c) { memset(&c->counters, 0, sizeof c->counters); }
@@ -192,6 +196,125 @@ static void rope_apply(const ls_ctx *c, float *vec, int n_heads, int i) {
     }
 }
 
+/* ---- attention arithmetic, in llama.cpp's order -------------------------
+ * Greedy decoding is chaotic under 8-bit activation quantization: a one-ulp
+ * difference in an attention weight can flip a rounding downstream and
+ * change a later token. So attention reproduces the exact float operations
+ * of llama.cpp's single-token path (ggml_vec_dot_f16, ggml_vec_soft_max_f32
+ * with ggml_v_expf), and does so for every position of a batch alike: the
+ * result of a position never depends on the batch it was computed in, which
+ * is also what makes self-speculative verification lossless. */
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define ATTN_AVX2 1
+#else
+#define ATTN_AVX2 0
+#endif
+
+/* ggml's reduction of four 8-lane accumulators: x0+=x2, x1+=x3, x0+=x1, then
+ * lanes (l, l+4) paired, then ((t0+t1)+(t2+t3)) */
+static float reduce_4x8(float acc[4][8]) {
+    float x0[8];
+    for (int l = 0; l < 8; l++) {
+        float a = acc[0][l] + acc[2][l], b = acc[1][l] + acc[3][l];
+        x0[l] = a + b;
+    }
+    float t0[4];
+    for (int l = 0; l < 4; l++) t0[l] = x0[l] + x0[l + 4];
+    return (t0[0] + t0[1]) + (t0[2] + t0[3]);
+}
+
+/* dot of two fp16 vectors as ggml_vec_dot_f16: element e accumulates (fma)
+ * into lane e%8 of accumulator (e/8)%4; the tail past a multiple of 32 adds
+ * in double */
+static float dot_f16_ggml(const uint16_t *x, const uint16_t *y, int n) {
+    const int np = n & ~31;
+    double sumf;
+#if ATTN_AVX2
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int i = 0; i < np; i += 32) {
+#define LD(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+        s0 = _mm256_fmadd_ps(LD(x + i), LD(y + i), s0);
+        s1 = _mm256_fmadd_ps(LD(x + i + 8), LD(y + i + 8), s1);
+        s2 = _mm256_fmadd_ps(LD(x + i + 16), LD(y + i + 16), s2);
+        s3 = _mm256_fmadd_ps(LD(x + i + 24), LD(y + i + 24), s3);
+#undef LD
+    }
+    s0 = _mm256_add_ps(s0, s2);
+    s1 = _mm256_add_ps(s1, s3);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    __m128 t1 = _mm_hadd_ps(t0, t0);
+    sumf = (double)_mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+#else
+    float acc[4][8] = {{0}};
+    for (int i = 0; i < np; i++)
+        acc[(i >> 3) & 3][i & 7] = fmaf(ls_f16_to_f32(x[i]), ls_f16_to_f32(y[i]), acc[(i >> 3) & 3][i & 7]);
+    sumf = (double)reduce_4x8(acc);
+#endif
+    for (int i = np; i < n; i++) sumf += (double)(ls_f16_to_f32(x[i]) * ls_f16_to_f32(y[i]));
+    return (float)sumf;
+}
+
+#if ATTN_AVX2
+/* ggml_v_expf (AVX2): exp with ~1.5 ulp error, 0 for -inf */
+static inline __m256 v_expf(__m256 x) {
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256i c = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(126), _CMP_GT_OQ));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(_mm256_castsi256_ps(c))) return _mm256_fmadd_ps(j, k, k);
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256i d = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
+    return _mm256_or_ps(
+        _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+        _mm256_andnot_ps(_mm256_castsi256_ps(d),
+                         _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                                      _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+}
+#endif
+
+/* in-place softmax of x[0..n) as ggml_vec_soft_max_f32 over llama.cpp's
+ * padded row: chunks of 8 (missing entries count as masked), each chunk
+ * summed (l, l+4), (0+2, 1+3), then added in double; then scaled by
+ * (float)(1/sum) */
+static void softmax_ggml(float *x, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    double sum = 0;
+    for (int i = 0; i < n; i += 8) {
+        float v[8];
+        for (int l = 0; l < 8; l++) v[l] = i + l < n ? x[i + l] - mx : -INFINITY;
+#if ATTN_AVX2
+        _mm256_storeu_ps(v, v_expf(_mm256_loadu_ps(v)));
+#else
+        for (int l = 0; l < 8; l++) v[l] = expf(v[l]);
+#endif
+        float a[4];
+        for (int l = 0; l < 4; l++) a[l] = v[l + 4] + v[l];
+        float b0 = a[0] + a[2], b1 = a[1] + a[3];
+        sum += (double)(b0 + b1);
+        for (int l = 0; l < 8 && i + l < n; l++) x[i + l] = v[l];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
 typedef struct attn_job {
     ls_ctx *c;
     const ls_kv *kv;
@@ -199,36 +322,44 @@ typedef struct attn_job {
 } attn_job;
 
 /* one (position, head) pair per task: scores over the cached keys, softmax,
- * weighted sum of the cached values */
+ * weighted sum of the cached values; out[d] = sum_t fp16(p_t) * v_t[d] in
+ * ggml's dot order over t (lane t%8 of accumulator (t/8)%4) */
 static void attn_worker(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     ls_ctx *c = j->c;
     const ls_config *cfg = &c->m->cfg;
     const int hd = cfg->head_dim, nh = cfg->n_heads, group = cfg->n_heads / cfg->n_kv_heads;
-    const int kv_dim = cfg->n_kv_heads * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     float *scores = c->scores + (size_t)ith * c->scores_cap;
-    float qh[1024];
+    float *acc = c->vacc + (size_t)ith * 32 * hd; /* (32, hd) */
     uint16_t qh16[1024];
     for (int task = ith; task < j->n * nh; task += nth) {
         const int i = task / nh, h = task % nh, kvh = h / group;
         const int n_keys = j->pos + i + 1;
         /* llama.cpp multiplies fp16 K by fp16-rounded Q */
         ls_f32_to_f16_row(qh16, c->q + ((size_t)i * nh + h) * hd, hd);
-        ls_f16_to_f32_row(qh, qh16, hd);
         for (int t = 0; t < n_keys; t++) {
             const uint16_t *krow = ls_kv_k_row(j->kv, j->layer, t) + (size_t)kvh * hd;
-            scores[t] = ls_dot_f16_f32(krow, qh, hd) * scale;
+            scores[t] = dot_f16_ggml(krow, qh16, hd) * scale;
         }
-        ls_softmax(scores, n_keys);
-        float *out = c->att + ((size_t)i * nh + h) * hd;
-        memset(out, 0, sizeof(float) * hd);
+        softmax_ggml(scores, n_keys);
+        memset(acc, 0, sizeof(float) * 32 * (size_t)hd);
         for (int t = 0; t < n_keys; t++) {
             const float p = ls_f16_to_f32(ls_f32_to_f16(scores[t]));
-            ls_axpy_f16(out, p, ls_kv_v_row(j->kv, j->layer, t) + (size_t)kvh * hd, hd);
+            ls_axpy_f16(acc + (size_t)(t & 31) * hd, p, ls_kv_v_row(j->kv, j->layer, t) + (size_t)kvh * hd, hd);
         }
-        (void)kv_dim;
+        float *out = c->att + ((size_t)i * nh + h) * hd;
+        for (int d = 0; d < hd; d++) {
+            float lanes[4][8];
+            for (int r = 0; r < 32; r++) lanes[r >> 3][r & 7] = acc[(size_t)r * hd + d];
+            out[d] = reduce_4x8(lanes);
+        }
     }
+}
+
+static void matmul(ls_ctx *c, const ls_weight *w, const float *x, int n, float *y) {
+    if (c->exact) ls_matmul_multirow(c->pool, w, x, n, y);
+    else ls_matmul(c->pool, w, x, n, y);
 }
 
 ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float *hidden, ls_err *err) {
@@ -260,9 +391,9 @@ ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float
         /* attention block: x += Wo . attn(rope(Wq xn), rope(Wk xn), Wv xn) */
         for (int i = 0; i < n; i++)
             ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->attn_norm, dim, cfg->norm_eps);
-        ls_matmul(c->pool, &L->wq, c->xb, n, c->q);
-        ls_matmul(c->pool, &L->wk, c->xb, n, c->k);
-        ls_matmul(c->pool, &L->wv, c->xb, n, c->v);
+        matmul(c, &L->wq, c->xb, n, c->q);
+        matmul(c, &L->wk, c->xb, n, c->k);
+        matmul(c, &L->wv, c->xb, n, c->v);
         for (int i = 0; i < n; i++) {
             rope_apply(c, c->q + (size_t)i * qdim, nh, i);
             rope_apply(c, c->k + (size_t)i * kv_dim, nkv, i);
@@ -272,16 +403,16 @@ ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float
         kv->len[l - kv->l0] = pos + n;
         attn_job job = {c, kv, l, pos, n};
         ls_pool_run(c->pool, attn_worker, &job);
-        ls_matmul(c->pool, &L->wo, c->att, n, c->tmp);
+        matmul(c, &L->wo, c->att, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
 
         /* feed-forward block: x += W_down (silu(W_gate xn) * W_up xn) */
         for (int i = 0; i < n; i++)
             ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->ffn_norm, dim, cfg->norm_eps);
-        ls_matmul(c->pool, &L->w_gate, c->xb, n, c->hb);
-        ls_matmul(c->pool, &L->w_up, c->xb, n, c->hb2);
+        matmul(c, &L->w_gate, c->xb, n, c->hb);
+        matmul(c, &L->w_up, c->xb, n, c->hb2);
         ls_swiglu(c->hb, c->hb, c->hb2, (int64_t)n * ffn);
-        ls_matmul(c->pool, &L->w_down, c->hb, n, c->tmp);
+        matmul(c, &L->w_down, c->hb, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
         if (l < 256) c->counters.layer_positions[l] += (uint64_t)n;
     }
@@ -296,7 +427,7 @@ ls_status ls_exit_head(ls_ctx *c, const float *hidden, int n, float *logits, ls_
         return ls_err_set(err, LS_ERR_INVALID, "batch of %d positions is outside [1, %d]", n, c->max_batch);
     for (int i = 0; i < n; i++)
         ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, m->out_norm, dim, m->cfg.norm_eps);
-    ls_matmul(c->pool, &m->output, c->xb, n, logits);
+    matmul(c, &m->output, c->xb, n, logits);
     c->counters.head_positions += (uint64_t)n;
     return LS_OK;
 }

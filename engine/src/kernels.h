@@ -43,6 +43,21 @@ void ls_matmul(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, flo
 /* the same, obviously correct and slow (dequantize, quantize activations the
  * same way, dot in double order-independent enough for tests) */
 void ls_matmul_ref(const ls_weight *w, const float *x, int64_t n, float *y);
+/* The two paths ls_matmul chooses between (any n works on either; exposed
+ * for tests and benchmarks): multi-row streams each weight row once for
+ * all n rows; sgemm dequantizes weight tiles for OpenBLAS. ls_matmul takes
+ * sgemm when n >= ls_matmul_sgemm_min_n(type). */
+void ls_matmul_multirow(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y);
+void ls_matmul_sgemm(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y);
+int64_t ls_matmul_sgemm_min_n(ls_type t);
+
+/* Activation quantization exactly as the integer path does it (llama.cpp's
+ * x86 rounding: d = amax/127 stored as fp16, q = round-half-even(x*127/amax)),
+ * in ggml block layouts; n is a multiple of 32.
+ * q8_0: 34 bytes per block {fp16 d; int8 q[32]}
+ * q8_1: 36 bytes per block {fp16 d; fp16 s = fp16(d * sum(q)); int8 q[32]} */
+void ls_quantize_row_q8_0(const float *x, int64_t n, void *dst);
+void ls_quantize_row_q8_1(const float *x, int64_t n, void *dst);
 
 /* ---- vector ops ---- */
 /* out = x / sqrt(mean(x^2) + eps) * g  (n elements; sum accumulated in double) */

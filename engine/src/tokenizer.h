@@ -54,21 +54,55 @@ bool ls_tokenizer_is_eog(const ls_tokenizer *t, int32_t id);
 /* raw piece text of a token as stored in the vocabulary */
 const char *ls_tokenizer_piece(const ls_tokenizer *t, int32_t id);
 
-/* Encode `len` bytes (any bytes; invalid UTF-8 is handled, never rejected).
- * Returns the number of ids written to ids[0..cap) or, if cap is too small,
- * the negative of the needed count (call again). add_bos prepends BOS.
- * parse_special matches control/user-defined token texts in the input. */
+/* --- vocabulary details (tokenizer.json writer, tests) --- */
+int32_t ls_tokenizer_unk(const ls_tokenizer *t);  /* -1 if none */
+bool ls_tokenizer_add_eos(const ls_tokenizer *t);
+/* SPM: a "▁" is prefixed to every text fragment */
+bool ls_tokenizer_add_space_prefix(const ls_tokenizer *t);
+/* BPE: a pre-token that is itself a token is not merged (Llama 3) */
+bool ls_tokenizer_ignore_merges(const ls_tokenizer *t);
+/* pre-tokenizer name: tokenizer.ggml.pre of a GGUF ("llama-bpe", "smollm",
+ * ...); for tokenizer.json "llama-bpe"/"smollm"/"gpt2" when the regexes are
+ * those, else "custom" */
+const char *ls_tokenizer_pre(const ls_tokenizer *t);
+size_t ls_tokenizer_piece_len(const ls_tokenizer *t, int32_t id);
+/* SPM merge score (GGUF tokenizer.ggml.scores; from a tokenizer.json minus
+ * the rank of the first merge giving the token, -INFINITY when none does) */
+float ls_tokenizer_score(const ls_tokenizer *t, int32_t id);
+ls_tok_type ls_tokenizer_token_type(const ls_tokenizer *t, int32_t id); /* 0 if undefined */
+/* id of the token whose piece is exactly text[0..len), or -1 */
+int32_t ls_tokenizer_find(const ls_tokenizer *t, const char *text, size_t len);
+/* BPE merges in rank order ("a b" = merge(i) gives a and b; NUL-terminated) */
+int32_t ls_tokenizer_n_merges(const ls_tokenizer *t);
+bool ls_tokenizer_merge(const ls_tokenizer *t, int32_t i, const char **a, const char **b);
+/* BPE pre-tokenizer regexes, applied in order (PCRE2 syntax as loaded) */
+int ls_tokenizer_n_pretok_regex(const ls_tokenizer *t);
+const char *ls_tokenizer_pretok_regex(const ls_tokenizer *t, int i);
+
+/* Encode `len` bytes (any bytes; invalid UTF-8 is handled, never rejected:
+ * BPE encodes each undecodable byte as U+FFFD, SPM as a <0xNN> token, like
+ * llama.cpp). Returns the number of ids written to ids[0..cap) or, if cap is
+ * too small, the negative of the needed count (call again; ids may be NULL
+ * with cap 0); INT64_MIN when out of memory. add_bos prepends BOS (when the
+ * vocabulary has one; ls_tokenizer_add_bos says whether the model wants it).
+ * parse_special matches control/unknown token texts in the input;
+ * user-defined tokens are always matched (as llama.cpp and Hugging Face).
+ * Thread-safe: the tokenizer is only read. */
 int64_t ls_tokenize(const ls_tokenizer *t, const char *text, size_t len,
                     bool add_bos, bool parse_special, int32_t *ids, int64_t cap);
 
 /* Bytes of one token as it appears in text (SPM: "▁" -> " ", <0xNN> -> the
- * byte; BPE: unicode->byte mapping). Control tokens give "" unless
- * render_special. Returns bytes written (or -needed if cap too small). */
+ * byte; BPE: unicode->byte mapping). Control and unknown tokens give ""
+ * unless render_special (then their text); user-defined tokens give their
+ * text; unused tokens and invalid ids give "". Returns bytes written (or
+ * -needed if cap too small). */
 int64_t ls_token_to_bytes(const ls_tokenizer *t, int32_t id, bool render_special,
                           char *buf, int64_t cap);
 /* Decode a whole sequence into buf (NUL-terminated). The SPM leading space of
  * the first token is removed when the model adds a space prefix (as
- * SentencePiece does). Returns length or -needed. */
+ * SentencePiece does; "first" = the first token that yields any text, so a
+ * leading BOS does not count). Returns the length, or -needed where needed
+ * counts the NUL (buf may be NULL with cap 0). Invalid ids yield nothing. */
 int64_t ls_detokenize(const ls_tokenizer *t, const int32_t *ids, int64_t n,
                       bool render_special, char *buf, int64_t cap);
 
@@ -83,7 +117,10 @@ typedef struct ls_detok_stream {
     int n_pending;
 } ls_detok_stream;
 void ls_detok_stream_init(ls_detok_stream *s, const ls_tokenizer *t, bool render_special);
-/* appends to out (cap bytes, NUL-terminated); returns bytes appended */
+/* writes the newly complete text at out (cap bytes, NUL-terminated) and
+ * returns its length; if cap is too small returns -needed (NUL included)
+ * and leaves the stream unchanged. Set s->first = false after init when
+ * continuing a prompt, to keep the SPM leading space. */
 int64_t ls_detok_stream_push(ls_detok_stream *s, int32_t id, char *out, int64_t cap);
 /* flush pending bytes at the end (as U+FFFD if incomplete) */
 int64_t ls_detok_stream_flush(ls_detok_stream *s, char *out, int64_t cap);

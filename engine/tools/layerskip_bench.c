@@ -54,10 +54,14 @@ typedef struct opts {
     ls_sampling sampling;
 } opts;
 
-static int die_usage(const char *fmt, const char *arg) {
+#include <stdarg.h>
+__attribute__((format(printf, 1, 2))) static int die_usage(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
     fprintf(stderr, "layerskip-bench: ");
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n(run layerskip-bench --help for the options)\n");
+    va_end(ap);
     return 2;
 }
 

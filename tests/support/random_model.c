@@ -178,7 +178,7 @@ rm_model *rm_model_create(const rm_spec *spec) {
         T("mlp.down_proj.weight", "ffn_down.weight", D, F, 1.0f / sqrtf((float)F), 0);
 #undef T
     }
-    add_t(m, "model.norm.weight", "output_norm.weight", D, 0, 0.2f, 1.0f);
+    add_t(m, "model.norm.weight", "output_norm.weight", D, 0, 0.2f, 1.0f, &rng);
     if (!spec->tied) add_t(m, "lm_head.weight", "output.weight", m->n_vocab, D, ws, 0, &rng);
     /* round every matrix to its storage type now, so both files and the
      * reference see identical values */

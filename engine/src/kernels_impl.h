@@ -1,0 +1,93 @@
+/* kernels_impl.h: internals shared by the kernel files (kernels*.c); no other
+ * module includes this. Instruction sets are chosen at compile time: the
+ * build uses -march=native, and LS_PORTABLE builds get the scalar code. */
+#ifndef LS_KERNELS_IMPL_H
+#define LS_KERNELS_IMPL_H
+
+#include "kernels.h"
+#include <string.h>
+
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define LS_K_AVX2 1
+#include <immintrin.h>
+#else
+#define LS_K_AVX2 0
+#endif
+
+/* 256-bit VNNI (vpdpbusd): AVX512-VNNI with VL, or the VEX-coded AVX-VNNI */
+#if LS_K_AVX2 && ((defined(__AVX512VNNI__) && defined(__AVX512VL__)) || defined(__AVXVNNI__))
+#define LS_K_VNNI 1
+#else
+#define LS_K_VNNI 0
+#endif
+
+#define LS_K_QK 32 /* elements per quantized block */
+
+/* ---- per-thread scratch (grown as needed, freed at thread exit) ----
+ * Each slot is an independent 64-byte aligned buffer; contents are not kept
+ * when a slot grows. Never called on a path that must not allocate after
+ * the first calls of a given shape (growth only). Aborts on out of memory:
+ * the hot path has no way to report it and callers sized models already. */
+enum {
+    LS_K_SLOT_ACT,   /* quantized / rounded activations of the current call */
+    LS_K_SLOT_TILE,  /* dequantized weight tile (sgemm path) */
+    LS_K_SLOT_AUX,   /* small per-tile arrays (block scales/mins) */
+    LS_K_SLOT_COUNT
+};
+void *ls_k_scratch(int slot, size_t bytes);
+
+/* ls_pool_run, or fn(arg, 0, 1) when pool is NULL */
+void ls_k_run(ls_pool *pool, void (*fn)(void *arg, int ith, int nth), void *arg);
+
+/* ---- fp16 / bf16 scalars ---- */
+static inline float ls_k_h2f(uint16_t h) {
+#if LS_K_AVX2
+    return _cvtsh_ss(h);
+#else
+    return ls_f16_to_f32(h);
+#endif
+}
+static inline uint16_t ls_k_f2h(float f) {
+#if LS_K_AVX2
+    return (uint16_t)_cvtss_sh(f, 0); /* round to nearest even */
+#else
+    return ls_f32_to_f16(f);
+#endif
+}
+static inline uint16_t ls_k_rd16(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+
+/* ---- activation quantization (the integer path's rounding) ----
+ * Per block of 32: amax = max|x|, d = amax/127, id = amax ? 127/amax : 0,
+ * q = round-half-even(x*id), d stored as fp16: exactly llama.cpp's x86
+ * quantize_row_q8_0 / q8_1. q8_1 also keeps s = fp16(d * sum(q)) with the
+ * unrounded d. */
+/* one row of cols (multiple of 32) floats into q[cols]; dq[nb] receives the
+ * fp16-rounded d as float; sq (may be NULL) the fp16-rounded Q8_1 block sums */
+void ls_k_quant_row(const float *x, int64_t cols, int8_t *q, float *dq, float *sq);
+
+/* ---- matmul internals shared by kernels.c and kernels_q.c ---- */
+/* Activations of one multi-row call, quantized for weight type wt:
+ *   q[n][cols]      int8 quants
+ *   d[n][...]       Q4_0/Q8_0: fp16-rounded scales, nbp per row;
+ *                   Q4_1: (d, s) pairs, 2*nbp per row (s: Q8_1 block sum)
+ *   corr[n][nb][8]  Q4_0 only: 8 * sums of 4 consecutive quants, so the
+ *                   unsigned-nibble dot minus corr is the signed dot exactly
+ * nbp = nb rounded up to 8; padding entries are zero. */
+typedef struct ls_k_qact {
+    int64_t n, cols, nb, nbp;
+    const int8_t *q;
+    const float *d;
+    const int32_t *corr;
+} ls_k_qact;
+size_t ls_k_qact_bytes(ls_type wt, int64_t n, int64_t cols);
+void ls_k_qact_init(ls_type wt, const float *x, int64_t n, int64_t cols, void *buf, ls_k_qact *a);
+/* y rows [r0, r1) for all n activation rows; aux: per-thread scratch of
+ * ls_k_q_aux_bytes(cols) bytes */
+size_t ls_k_q_aux_bytes(int64_t cols);
+void ls_k_q_rows(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1, float *y, void *aux);
+
+#endif
