@@ -52,9 +52,10 @@ static double max_abs_diff_d(const float *a, const double *b, size_t n, double *
     return m;
 }
 
-/* tol_ref: allowed max |engine - reference| relative to max |reference|:
- * F32 weights dot in f32; F16/BF16 round the activations to 16 bits; Q types
- * quantize activations to 8 bits (as llama.cpp does) */
+/* tol_ref: allowed max |engine - reference| relative to max |reference|.
+ * The KV cache, the attention queries and the attention weights are fp16
+ * (as in llama.cpp): ~1e-3 even for F32 weights; F16/BF16 weights also round
+ * the activations to 16 bits; Q types quantize activations to 8 bits. */
 static void check_model(const char *label, rm_spec spec, bool with_hf, double tol_ref) {
     fprintf(stderr, "  [%s]\n", label);
     rm_model *rm = rm_model_create(&spec);
@@ -87,7 +88,7 @@ static void check_model(const char *label, rm_spec spec, bool with_hf, double to
     REQUIRE(lg && lg1);
     double d_inc = max_abs_diff_f(lg, lg1, nv);
     fprintf(stderr, "    batched vs one-at-a-time: max diff %.3g\n", d_inc);
-    CHECK(d_inc < 1e-3);
+    CHECK(d_inc < 2e-3); /* batches of 8+ take sgemm: other summation order */
 
     double *ref = rm_reference_logits(rm, ids, n);
     double scale;
@@ -135,7 +136,7 @@ static rm_spec llama2_spec(void) {
     return s;
 }
 
-static void test_llama2_f32(void) { check_model("llama2-f32", llama2_spec(), true, 1e-4); }
+static void test_llama2_f32(void) { check_model("llama2-f32", llama2_spec(), true, 1e-3); }
 
 static void test_codellama_f16_sharded(void) {
     rm_spec s = llama2_spec();
