@@ -1,0 +1,90 @@
+/* layerskip-bench as a user runs it: --json carries the documented fields
+ * and its greedy text is reproducible; --tokenize prints the ids as a JSON
+ * array; sampling with a seed is reproducible; bad flags exit 2. */
+#include "test_util.h"
+
+#include <cJSON.h>
+#include <sys/wait.h>
+
+static char *run(const char *args, int *rc) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s/engine/layerskip-bench --threads 1 --model %s %s 2>/dev/null",
+             getenv("LS_BIN_DIR"), tu_default_model(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return NULL;
+    size_t cap = 1 << 16, len = 0;
+    char *out = malloc(cap);
+    size_t got;
+    while ((got = fread(out + len, 1, cap - len - 1, p)) > 0) {
+        len += got;
+        if (len + 1 >= cap) out = realloc(out, cap *= 2);
+    }
+    out[len] = 0;
+    int st = pclose(p);
+    *rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    return out;
+}
+
+static void test_json(void) {
+    int rc;
+    char *out = run("--prompt 'The capital of France is' -n 12 --json", &rc);
+    CHECK_EQ_INT(rc, 0);
+    cJSON *j = cJSON_Parse(out);
+    REQUIRE(j != NULL);
+    const char *fields[] = {"text", "token_ids", "prompt_tokens", "generated_tokens", "prefill_tok_s",
+                            "decode_tok_s", "load_ms", "peak_rss_mb"};
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        if (!cJSON_GetObjectItem(j, fields[i])) fprintf(stderr, "  missing field %s\n", fields[i]);
+        CHECK(cJSON_GetObjectItem(j, fields[i]) != NULL);
+    }
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "prompt_tokens")->valueint, 5);
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(j, "token_ids")),
+                 cJSON_GetObjectItem(j, "generated_tokens")->valueint);
+    CHECK(strncmp(cJSON_GetObjectItem(j, "text")->valuestring, " Paris.", 7) == 0);
+    CHECK(cJSON_GetObjectItem(j, "decode_tok_s")->valuedouble > 0);
+    CHECK(cJSON_GetObjectItem(j, "peak_rss_mb")->valuedouble > 50);
+    cJSON_Delete(j);
+    free(out);
+}
+
+static void test_tokenize(void) {
+    int rc;
+    char *out = run("--tokenize 'Hello world'", &rc);
+    CHECK_EQ_INT(rc, 0);
+    CHECK_STR_EQ(out, "[19556, 905]\n");
+    free(out);
+}
+
+static void test_seeded_sampling(void) {
+    int rc1, rc2, rc3;
+    const char *a = "--prompt 'Once upon a time' -n 16 --temperature 0.9 --top-k 40 --top-p 0.95 --min-p 0.05 --repeat-penalty 1.1 --seed 7 --json";
+    char *o1 = run(a, &rc1), *o2 = run(a, &rc2);
+    char *o3 = run("--prompt 'Once upon a time' -n 16 --temperature 0.9 --top-k 40 --seed 8 --json", &rc3);
+    CHECK(rc1 == 0 && rc2 == 0 && rc3 == 0);
+    cJSON *j1 = cJSON_Parse(o1), *j2 = cJSON_Parse(o2);
+    REQUIRE(j1 && j2);
+    CHECK_STR_EQ(cJSON_GetObjectItem(j1, "text")->valuestring, cJSON_GetObjectItem(j2, "text")->valuestring);
+    cJSON_Delete(j1);
+    cJSON_Delete(j2);
+    free(o1); free(o2); free(o3);
+}
+
+static void test_bad_flags(void) {
+    int rc;
+    const char *bad[] = {"--threads 0", "-n -3", "--temperature abc", "--top-p 1.5", "--ctx 4 -n 10",
+                         "--bogus", "--prompt-file /nonexistent/file"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *out = run(bad[i], &rc);
+        if (rc != 1 && rc != 2) fprintf(stderr, "  '%s' exited %d\n", bad[i], rc);
+        CHECK(rc == 1 || rc == 2);
+        free(out);
+    }
+}
+
+int main(void) {
+    RUN(test_json);
+    RUN(test_tokenize);
+    RUN(test_seeded_sampling);
+    RUN(test_bad_flags);
+    TEST_MAIN_END();
+}
