@@ -282,36 +282,24 @@ int main(int argc, char **argv) {
     int n_dec = stats.n_generated > 1 ? stats.n_generated - 1 : 0;
     double decode_tok_s = dec_ms > 0 && n_dec > 0 ? n_dec / (dec_ms / 1e3) : 0;
 
-    int64_t tn = ls_detokenize(tok, out_ids, stats.n_generated, false, NULL, 0);
-    int64_t tcap = (tn < 0 ? -tn : tn) + 1;
-    text = malloc((size_t)tcap);
-    /* continuation text: decode prompt+generated and strip the prompt's decode so
-     * SentencePiece leading spaces come out as the reader expects */
+    /* the continuation as the stream printed it: the text that follows the
+     * prompt (no SentencePiece leading-space stripping) */
+    size_t tl = 0, text_cap = 256;
+    text = malloc(text_cap);
     ls_detok_stream ds;
     ls_detok_stream_init(&ds, tok, false);
     ds.first = false;
-    size_t tl = 0;
-    size_t text_cap = (size_t)tcap + 64;
-    free(text);
-    text = malloc(text_cap);
-    text[0] = 0;
-    for (int i = 0; i < stats.n_generated; i++) {
+    for (int i = 0; i <= stats.n_generated; i++) {
         char piece[512];
-        int64_t k = ls_detok_stream_push(&ds, out_ids[i], piece, sizeof piece);
-        if (k > 0) {
-            if (tl + (size_t)k + 1 > text_cap) { text_cap = (tl + (size_t)k + 1) * 2; text = realloc(text, text_cap); }
-            memcpy(text + tl, piece, (size_t)k);
-            tl += (size_t)k;
+        int64_t k = i < stats.n_generated ? ls_detok_stream_push(&ds, out_ids[i], piece, sizeof piece)
+                                          : ls_detok_stream_flush(&ds, piece, sizeof piece);
+        if (k <= 0) continue;
+        if (tl + (size_t)k + 1 > text_cap) {
+            text_cap = (tl + (size_t)k + 1) * 2;
+            text = realloc(text, text_cap);
         }
-    }
-    {
-        char piece[64];
-        int64_t k = ls_detok_stream_flush(&ds, piece, sizeof piece);
-        if (k > 0) {
-            if (tl + (size_t)k + 1 > text_cap) { text_cap = tl + (size_t)k + 1; text = realloc(text, text_cap); }
-            memcpy(text + tl, piece, (size_t)k);
-            tl += (size_t)k;
-        }
+        memcpy(text + tl, piece, (size_t)k);
+        tl += (size_t)k;
     }
     text[tl] = 0;
 
