@@ -1,4 +1,7 @@
-/* test_kernels.c: every fast kernel against its reference on random data.
+/* test_kernels.c: every fast kernel against its reference on random data
+ * (all types, many shapes and batch sizes, pools of 1-3 threads, both matmul
+ * paths), multi-row batch invariance, LS_MATMUL_EXACT against llama.cpp's
+ * own outputs, activation quantization rounding, the pool, the vector ops.
  *
  * Tolerances. The integer path computes, per 32-block, d_w*d_x (exact: two
  * fp16 values) times an exact integer dot, then sums blocks in float; the
@@ -267,6 +270,157 @@ static void test_matmul_vs_ref(void) {
     free(x);
     free(wd);
     for (int p = 0; p < 3; p++) ls_pool_free(pools[p]);
+}
+
+/* Multi-row outputs do not depend on the batch: row i of an n-row call is
+ * bit for bit the one-row call on row i (and on any thread count), so a
+ * verification batch reproduces single-token decoding exactly. */
+static void test_multirow_batch_invariance(void) {
+    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q8_0, LS_TYPE_F16, LS_TYPE_BF16, LS_TYPE_F32};
+    ls_pool *pool = ls_pool_create(3);
+    REQUIRE(pool);
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const ls_type t = types[ti];
+        const int64_t rows = 43, cols = 160, n = 11;
+        void *wd = make_weights(t, rows, cols);
+        const ls_weight w = {.type = t, .rows = rows, .cols = cols, .data = wd};
+        float *x = make_acts(n, cols);
+        float *yb = malloc(sizeof(float) * (size_t)(n * rows));
+        float y1[43];
+        int diff = 0;
+        for (int64_t nn = 1; nn <= n; nn++) {
+            ls_matmul_multirow(pool, &w, x, nn, yb);
+            for (int64_t i = 0; i < nn; i++) {
+                ls_matmul_multirow(NULL, &w, x + i * cols, 1, y1);
+                diff += memcmp(y1, yb + i * rows, sizeof y1) != 0;
+            }
+        }
+        if (diff) fprintf(stderr, "%s: %d batch rows differ from single-row calls\n", ls_type_name(t), diff);
+        CHECK_EQ_INT(diff, 0);
+        free(yb);
+        free(x);
+        free(wd);
+    }
+    ls_pool_free(pool);
+}
+
+/* ---- exact mode against llama.cpp ----
+ * Inputs from a fixed generator; the expected outputs are what ggml's
+ * mul_mat (llama-cpp-python 0.3.36, CPU backend, AVX2, one thread) returned
+ * for exactly these bytes, as float bit patterns. With AVX2 (or VNNI) the
+ * LS_MATMUL_EXACT outputs must equal them bit for bit; the portable build
+ * sums in another order and is held to the usual tolerance. Regenerate:
+ * LS_KERNELS_DUMP=dir test_kernels writes dir/<type>_{w,x}.bin, then feed
+ * them to ggml_mul_mat (rows 16, cols 96, n 3). */
+#define EXACT_ROWS 16
+#define EXACT_COLS 96
+#define EXACT_N 3
+
+static void exact_inputs(ls_type t, void **w, float **x) {
+    rng_state = 0x5EED0000ull + (uint64_t)t;
+    *w = make_weights(t, EXACT_ROWS, EXACT_COLS);
+    *x = make_acts(EXACT_N, EXACT_COLS);
+}
+
+static const uint32_t exact_q4_0[EXACT_N * EXACT_ROWS] = {
+    0xbe326c20, 0xc00abc34, 0x404458ea, 0x3fcc5bec, 0xbfa7f084, 0xbeacfc6c,
+    0x40392e8f, 0x3fc07782, 0x40a40ed9, 0x3f1a9704, 0xbeca2c5a, 0x3f2f657c,
+    0x3fe6d912, 0x3e5c019c, 0xc0a0b743, 0x40795f3f, 0xc01c794f, 0x3ed0f130,
+    0x3f8041c8, 0x3fa63f16, 0x3f8fe42c, 0x3f36f480, 0xbdeb59a0, 0x3f2abd00,
+    0xc0702b95, 0xbf33f130, 0x40151f47, 0xc00d2bcc, 0x402db64c, 0xbfbd2049,
+    0xbed823d0, 0x4003fcd4, 0xbfe2b938, 0x425445bd, 0x425a5000, 0xc3690539,
+    0xc3fe16fe, 0x4146d4fe, 0x427fe96c, 0x3e931054, 0xc41be028, 0x4195be12,
+    0x4285ebc2, 0xc234a3c6, 0x435862c2, 0xc1ad09d2, 0x41fd983c, 0x42add6b0,
+};
+static const uint32_t exact_q4_1[EXACT_N * EXACT_ROWS] = {
+    0xbd2fa09c, 0x3d31a9d8, 0x3e1c0ac3, 0xbd76d4cd, 0xbda1ab1e, 0x3c3470e8,
+    0xbcfb6624, 0x3d327dd0, 0x3d8bb7a8, 0xbc76208c, 0x3c4d9fd8, 0x3e2a076a,
+    0xbd4f343c, 0xbda49806, 0xbe6525e3, 0xbdf121e8, 0xc0098444, 0x3d6aebc0,
+    0x3d536580, 0xbda5d05c, 0x3e9fd0b4, 0x3fa2d1fa, 0xbf722518, 0x3f46302e,
+    0xbf320d97, 0xbe842a86, 0x3f86c906, 0x3f2c4030, 0x3d936da8, 0x3ee7f74e,
+    0xbf3a611b, 0xbfc054c9, 0x3f57e7d4, 0xc04679cd, 0x3f9262e0, 0xbe2091d0,
+    0x3eb66240, 0xbfa714f6, 0x40889e0d, 0xc07c9244, 0xc00dd966, 0x3f2e8da6,
+    0xc0afbd4e, 0xbfa91fd0, 0xc08d4065, 0x3ed04950, 0x40802ed0, 0xc11eb9ef,
+};
+static const uint32_t exact_q8_0[EXACT_N * EXACT_ROWS] = {
+    0xbd8087ae, 0x3ff717a8, 0x3fa16e30, 0xc030be72, 0x3fa6488a, 0xc079a23c,
+    0xbf4ada04, 0xbe03e49c, 0xc0c5dfde, 0xbeca42f5, 0x3d90ed30, 0xbea25162,
+    0xbd770500, 0xbf01c112, 0xbf0a41fa, 0xc07d75e4, 0xc0cbb5cc, 0xbfb1bcad,
+    0xbeee1f35, 0xc07b97c4, 0x3f3a864e, 0xbef2d340, 0xc02c5f44, 0xc0223449,
+    0x40d5ff02, 0xbfa355b4, 0xc0e8739c, 0x406dd925, 0x41368566, 0xc0291f2d,
+    0x40ef4146, 0xc08085f0, 0xbe94f313, 0x3e3d7e4b, 0xbf9517af, 0x4012c9d5,
+    0xbe97c59d, 0xbfe22ca9, 0xbf8a00d3, 0x40046b58, 0xbfe2ed84, 0x3e3286d4,
+    0xc039c108, 0x3fe8d5e9, 0xbfbe1cf9, 0x3ed2fc80, 0xbfbcac17, 0x40200df4,
+};
+
+static int dump_exact_inputs(const char *dir) {
+    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q8_0};
+    for (int i = 0; i < 3; i++) {
+        void *w;
+        float *x;
+        exact_inputs(types[i], &w, &x);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s_w.bin", dir, ls_type_name(types[i]));
+        FILE *f = fopen(path, "wb");
+        if (!f) return 1;
+        fwrite(w, 1, row_bytes(types[i], EXACT_COLS) * EXACT_ROWS, f);
+        fclose(f);
+        snprintf(path, sizeof path, "%s/%s_x.bin", dir, ls_type_name(types[i]));
+        f = fopen(path, "wb");
+        if (!f) return 1;
+        fwrite(x, sizeof(float), EXACT_N * EXACT_COLS, f);
+        fclose(f);
+        free(w);
+        free(x);
+    }
+    return 0;
+}
+
+static void test_exact_vs_llamacpp(void) {
+    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q8_0};
+    const uint32_t *want[] = {exact_q4_0, exact_q4_1, exact_q8_0};
+    ls_pool *pool = ls_pool_create(2);
+    REQUIRE(pool);
+    for (int i = 0; i < 3; i++) {
+        const ls_type t = types[i];
+        void *wd;
+        float *x;
+        exact_inputs(t, &wd, &x);
+        const ls_weight w = {.type = t, .rows = EXACT_ROWS, .cols = EXACT_COLS, .data = wd};
+        float y[EXACT_N * EXACT_ROWS], ref[EXACT_N * EXACT_ROWS];
+        float expect[EXACT_N * EXACT_ROWS];
+        memcpy(expect, want[i], sizeof expect);
+        ls_matmul_ex(pool, &w, x, EXACT_N, y, LS_MATMUL_EXACT);
+        ls_matmul_ref(&w, x, EXACT_N, ref);
+        double *S = error_scale(t, wd, EXACT_ROWS, EXACT_COLS, x, EXACT_N);
+        compare(y, ref, S, EXACT_N * EXACT_ROWS, TOL_MULTIROW, "exact", t, EXACT_ROWS, EXACT_COLS, EXACT_N, 2);
+        compare(expect, ref, S, EXACT_N * EXACT_ROWS, TOL_MULTIROW, "llama.cpp-golden", t, EXACT_ROWS, EXACT_COLS,
+                EXACT_N, 1);
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+        int same = 0;
+        for (int k = 0; k < EXACT_N * EXACT_ROWS; k++) same += memcmp(&y[k], &expect[k], 4) == 0;
+        if (same != EXACT_N * EXACT_ROWS)
+            fprintf(stderr, "%s: %d of %d outputs bit-equal to llama.cpp\n", ls_type_name(t), same,
+                    EXACT_N * EXACT_ROWS);
+        CHECK_EQ_INT(same, EXACT_N * EXACT_ROWS);
+#endif
+        /* one row at a time gives the same bits (what llama.cpp computes) */
+        for (int k = 0; k < EXACT_N; k++) {
+            float y1[EXACT_ROWS];
+            ls_matmul_ex(NULL, &w, x + k * EXACT_COLS, 1, y1, LS_MATMUL_EXACT);
+            CHECK(memcmp(y1, y + k * EXACT_ROWS, sizeof y1) == 0);
+        }
+        /* Q4_0 and Q8_0 already sum in llama.cpp's order without the flag */
+        if (t != LS_TYPE_Q4_1) {
+            float yf[EXACT_N * EXACT_ROWS];
+            ls_matmul_multirow(pool, &w, x, EXACT_N, yf);
+            CHECK(memcmp(yf, y, sizeof y) == 0);
+        }
+        free(S);
+        free(wd);
+        free(x);
+    }
+    ls_pool_free(pool);
 }
 
 /* llama.cpp's x86 Q8_0/Q8_1 activation quantization, from its definition */
@@ -592,11 +746,15 @@ static void test_vec_ops(void) {
 }
 
 int main(void) {
+    const char *dump = getenv("LS_KERNELS_DUMP");
+    if (dump) return dump_exact_inputs(dump);
     RUN(test_pool);
     RUN(test_quantize_q8);
     RUN(test_weight_get_row);
     RUN(test_vec_ops);
     RUN(test_matmul_threads);
+    RUN(test_multirow_batch_invariance);
+    RUN(test_exact_vs_llamacpp);
     RUN(test_matmul_vs_ref);
     fprintf(stderr, "worst error/S over all types: multirow %.3g (tol %g), sgemm %.3g (tol %g)\n",
             worst_ratio_multirow, TOL_MULTIROW, worst_ratio_sgemm, TOL_SGEMM);

@@ -107,6 +107,7 @@ ls_status ls_ctx_create(const ls_model *m, int n_threads, int max_batch, ls_ctx 
     if (!x) return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
     x->m = m;
     x->max_batch = max_batch;
+    x->exact = true;
     size_t B = (size_t)max_batch;
     size_t qdim = (size_t)c->n_heads * c->head_dim, kvdim = (size_t)c->n_kv_heads * c->head_dim;
     x->xb = malloc(B * c->dim * sizeof(float));
@@ -289,6 +290,22 @@ static inline __m256 v_expf(__m256 x) {
 }
 #endif
 
+/* out = silu(gate) * up per row of n, as ggml_vec_swiglu_f32:
+ * x / (1 + exp(-x)) with ggml's vector exp, times up */
+static void swiglu_ggml(float *out, const float *gate, const float *up, int n) {
+    int i = 0;
+#if ATTN_AVX2
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 7 < n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(gate + i);
+        const __m256 e = v_expf(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
 /* in-place softmax of x[0..n) as ggml_vec_soft_max_f32 over llama.cpp's
  * padded row: chunks of 8 (missing entries count as masked), each chunk
  * summed (l, l+4), (0+2, 1+3), then added in double; then scaled by
@@ -358,7 +375,7 @@ static void attn_worker(void *arg, int ith, int nth) {
 }
 
 static void matmul(ls_ctx *c, const ls_weight *w, const float *x, int n, float *y) {
-    if (c->exact) ls_matmul_multirow(c->pool, w, x, n, y);
+    if (c->exact) ls_matmul_ex(c->pool, w, x, n, y, LS_MATMUL_EXACT);
     else ls_matmul(c->pool, w, x, n, y);
 }
 
@@ -411,7 +428,8 @@ ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float
             ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->ffn_norm, dim, cfg->norm_eps);
         matmul(c, &L->w_gate, c->xb, n, c->hb);
         matmul(c, &L->w_up, c->xb, n, c->hb2);
-        ls_swiglu(c->hb, c->hb, c->hb2, (int64_t)n * ffn);
+        for (int i = 0; i < n; i++)
+            swiglu_ggml(c->hb + (size_t)i * ffn, c->hb + (size_t)i * ffn, c->hb2 + (size_t)i * ffn, ffn);
         matmul(c, &L->w_down, c->hb, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
         if (l < 256) c->counters.layer_positions[l] += (uint64_t)n;

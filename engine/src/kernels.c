@@ -1,20 +1,26 @@
-/* kernels.c: ls_matmul and weight rows. Two paths, same numerics:
+/* kernels.c: ls_matmul and weight rows. Two paths over the same quantized
+ * (or rounded) activations, differing only in float rounding:
  *  - multi-row (decode, verification batches): each thread takes a range of
  *    weight rows, quantizes (or rounds) all activation rows once into its
  *    own scratch, and streams its weight rows once for the whole batch;
- *  - sgemm (prompt batches): activations are quantized and dequantized
- *    exactly as the integer path sees them, weight tiles are dequantized to
- *    f32 in per-thread scratch and multiplied by OpenBLAS (one thread each;
- *    this pool owns the cores). Q4_1's block mins multiply the fp16 Q8_1
- *    block sums in a second, 32x smaller sgemm, as llama.cpp's dot does.
+ *    outputs are batch invariant, and LS_MATMUL_EXACT makes the quantized
+ *    ones llama.cpp's bit for bit;
+ *  - sgemm (large batches, where OpenBLAS is fast enough to win):
+ *    activations are quantized and dequantized exactly as the integer path
+ *    sees them, weight tiles are dequantized to f32 in per-thread scratch
+ *    and multiplied by OpenBLAS (one thread each; this pool owns the cores).
+ *    Q4_1's block mins multiply the fp16 Q8_1 block sums in a second, 32x
+ *    smaller sgemm, as llama.cpp's dot does.
  * Quantized kernels live in kernels_q.c, the pool in kernels_pool.c. */
 #include "kernels_impl.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define LS_ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -126,6 +132,10 @@ LS_ALWAYS_INLINE float load_w1(ls_type t, const uint8_t *p, int64_t k) {
     return bf2f(ls_k_rd16(p + 2 * k));
 }
 
+#ifndef LS_F_PREFETCH_GROUPS
+#define LS_F_PREFETCH_GROUPS 1
+#endif
+
 /* y[c*ys + r] = dot(W row r, x row c0+c), R weight rows x C activation rows */
 LS_ALWAYS_INLINE void f_tile(const ls_type t, const int R, const int C, const uint8_t *w, size_t rb,
                              const float *x, int64_t cols, int64_t c0, float *y, int64_t ys) {
@@ -174,6 +184,14 @@ LS_ALWAYS_INLINE void f_rows(const ls_type t, const uint8_t *w, size_t rb, const
     for (int64_t r = r0; r < r1; r += 4) {
         const int64_t g = r1 - r < 4 ? r1 - r : 4;
         const uint8_t *wr = w + (size_t)r * rb;
+#if LS_K_AVX2
+        { /* the tile walks 4 rows at once, too many streams for the hardware
+           * prefetcher to run far ahead: request the next rows' lines now */
+            const uint8_t *pf = wr + (size_t)(4 * LS_F_PREFETCH_GROUPS) * rb;
+            const uint8_t *pe = pf + 4 * rb, *lim = w + (size_t)r1 * rb;
+            for (; pf < pe && pf < lim; pf += 64) _mm_prefetch((const char *)pf, _MM_HINT_T1);
+        }
+#endif
         for (int64_t c0 = 0; c0 < n; c0 += 4) {
             const int C = n - c0 < 4 ? (int)(n - c0) : 4;
             if (g == 4) {
@@ -224,6 +242,7 @@ typedef struct mr_job {
     const float *x;
     int64_t n;
     float *y;
+    bool exact;
 } mr_job;
 
 static void mr_worker(void *arg, int ith, int nth) {
@@ -239,7 +258,7 @@ static void mr_worker(void *arg, int ith, int nth) {
     if (is_quant(t)) {
         ls_k_qact a;
         ls_k_qact_init(t, j->x, n, cols, ls_k_scratch(LS_K_SLOT_ACT, ls_k_qact_bytes(t, n, cols)), &a);
-        ls_k_q_rows(w, &a, r0, r1, j->y, ls_k_scratch(LS_K_SLOT_AUX, ls_k_q_aux_bytes(cols)));
+        ls_k_q_rows(w, &a, r0, r1, j->y, ls_k_scratch(LS_K_SLOT_AUX, ls_k_q_aux_bytes(cols)), j->exact);
         return;
     }
     const float *x = j->x;
@@ -266,11 +285,15 @@ static void check_shape(const ls_weight *w, int64_t n) {
     }
 }
 
-void ls_matmul_multirow(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y) {
+static void multirow(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y, bool exact) {
     check_shape(w, n);
     if (n == 0 || w->rows == 0) return;
-    mr_job j = {.w = w, .x = x, .n = n, .y = y};
+    mr_job j = {.w = w, .x = x, .n = n, .y = y, .exact = exact};
     ls_k_run(pool, mr_worker, &j);
+}
+
+void ls_matmul_multirow(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y) {
+    multirow(pool, w, x, n, y, false);
 }
 
 /* ---- sgemm path ---- */
@@ -280,9 +303,10 @@ typedef struct gemm_job {
     const float *x;
     int64_t n;
     float *y;
-    float *xa;    /* n x cols activations as the dot sees them */
-    float *s;     /* n x nb Q8_1 block sums (Q4_1) */
-    int64_t tile; /* weight rows per tile */
+    float *xa;      /* n x cols activations as the dot sees them */
+    float *s;       /* n x nb Q8_1 block sums (Q4_1) */
+    int64_t tile;   /* weight rows per tile */
+    int64_t mtiles; /* activation row splits */
     atomic_llong next;
 } gemm_job;
 
@@ -326,14 +350,17 @@ static void gemm_tile_worker(void *arg, int ith, int nth) {
     const ls_weight *w = j->w;
     const ls_type t = w->type;
     const int64_t rows = w->rows, cols = w->cols, nb = cols / LS_K_QK, n = j->n;
-    const int64_t ntiles = (rows + j->tile - 1) / j->tile;
+    const int64_t wtiles = (rows + j->tile - 1) / j->tile, ntiles = wtiles * j->mtiles;
     const size_t rb = ls_weight_row_bytes(w);
     float *tile = NULL, *mins = NULL;
+    int64_t have = -1; /* weight tile now dequantized in this thread's scratch */
     for (;;) {
         const int64_t ti = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
         if (ti >= ntiles) break;
-        const int64_t r0 = ti * j->tile;
-        const int64_t m = rows - r0 < j->tile ? rows - r0 : j->tile;
+        /* consecutive tiles share a weight tile: a thread often reuses its own */
+        const int64_t wi = ti / j->mtiles, mi = ti % j->mtiles;
+        const int64_t r0 = wi * j->tile, m = rows - r0 < j->tile ? rows - r0 : j->tile;
+        const int64_t i0 = n * mi / j->mtiles, i1 = n * (mi + 1) / j->mtiles;
         const uint8_t *src = (const uint8_t *)w->data + (size_t)r0 * rb;
         const float *B;
         if (t == LS_TYPE_F32) {
@@ -343,16 +370,19 @@ static void gemm_tile_worker(void *arg, int ith, int nth) {
                 tile = ls_k_scratch(LS_K_SLOT_TILE, (size_t)(j->tile * cols) * sizeof(float));
                 if (t == LS_TYPE_Q4_1) mins = ls_k_scratch(LS_K_SLOT_AUX, (size_t)(j->tile * nb) * sizeof(float));
             }
-            for (int64_t r = 0; r < m; r++)
-                dequant_row(t, src + (size_t)r * rb, cols, tile + r * cols, mins ? mins + r * nb : NULL);
+            if (have != wi)
+                for (int64_t r = 0; r < m; r++)
+                    dequant_row(t, src + (size_t)r * rb, cols, tile + r * cols, mins ? mins + r * nb : NULL);
+            have = wi;
             B = tile;
         }
-        const float *A = t == LS_TYPE_F32 ? j->x : j->xa;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)cols, 1.0f, A, (int)cols, B,
-                    (int)cols, 0.0f, j->y + r0, (int)rows);
+        const float *A = (t == LS_TYPE_F32 ? j->x : j->xa) + i0 * cols;
+        float *C = j->y + i0 * rows + r0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(i1 - i0), (int)m, (int)cols, 1.0f, A, (int)cols, B,
+                    (int)cols, 0.0f, C, (int)rows);
         if (t == LS_TYPE_Q4_1)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)m, (int)nb, 1.0f, j->s, (int)nb, mins,
-                        (int)nb, 1.0f, j->y + r0, (int)rows);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(i1 - i0), (int)m, (int)nb, 1.0f, j->s + i0 * nb,
+                        (int)nb, mins, (int)nb, 1.0f, C, (int)rows);
     }
 }
 
@@ -364,10 +394,15 @@ void ls_matmul_sgemm(ls_pool *pool, const ls_weight *w, const float *x, int64_t 
     const int nth = ls_pool_size(pool);
     gemm_job j = {.w = w, .x = x, .n = n, .y = y};
     atomic_init(&j.next, 0);
-    /* several tiles per thread for balance; 16..256 rows each */
-    int64_t tile = (w->rows + 4 * nth - 1) / (4 * nth);
-    tile = (tile + 15) / 16 * 16;
-    j.tile = tile < 16 ? 16 : tile > 256 ? 256 : tile;
+    /* Tiles of up to 128 weight rows (sgemm is poor on narrow ones); when
+     * that gives fewer than 3 tiles a thread, the activation rows are split
+     * too (each split dequantizes its weight tile again, cheap next to the
+     * product). */
+    j.tile = w->rows < 128 ? w->rows : 128;
+    const int64_t wtiles = (w->rows + j.tile - 1) / j.tile;
+    int64_t mt = (3 * nth + wtiles - 1) / wtiles;
+    const int64_t mt_max = (n + 15) / 16; /* at least 16 activation rows a tile */
+    j.mtiles = mt < 1 ? 1 : mt > mt_max ? mt_max : mt;
     if (t != LS_TYPE_F32) {
         const size_t xa = (size_t)(n * cols), s = t == LS_TYPE_Q4_1 ? (size_t)(n * nb) : 0;
         float *buf = ls_k_scratch(LS_K_SLOT_ACT, (xa + s) * sizeof(float));
@@ -378,18 +413,65 @@ void ls_matmul_sgemm(ls_pool *pool, const ls_weight *w, const float *x, int64_t 
     ls_k_run(pool, gemm_tile_worker, &j);
 }
 
+/* Where sgemm overtakes the multi-row kernels, by OpenBLAS's kernel (its
+ * runtime CPU choice) and ours (compile time); fixed for a process, so
+ * results do not depend on timing. Measured with kernel-bench on
+ * SmolLM2-135M shapes:
+ *  - AVX2 sgemm ("Haswell", "Zen"; ~70 GFLOP/s a core on an AMD EPYC): the
+ *    integer multi-row kernels match or beat it up to 256 rows (on the real
+ *    model's mix of small matrices: 306 vs 270 positions/s at n = 128 on one
+ *    thread, 461 vs 396 on two); float multi-row (~40-60 GFLOP/s) loses from
+ *    32 (F16/BF16) or 16 (F32) rows.
+ *  - AVX-512 sgemm ("SkylakeX", "Cooperlake", "SapphireRapids"; 135-170
+ *    GFLOP/s a core on a Xeon per MACHINE_NOTES): from 32 / 16 / 8 rows.
+ *  - other OpenBLAS kernels are generic and slow: multi-row only.
+ *  - portable (scalar) builds: our kernels are the slow ones: sgemm from 8 / 4. */
+typedef struct sgemm_limits {
+    int64_t quant, half, f32;
+} sgemm_limits;
+
+static sgemm_limits limits;
+static pthread_once_t limits_once = PTHREAD_ONCE_INIT;
+
+#if LS_K_AVX2
+static bool core_is(const char *core, const char *const *names) {
+    for (; *names; names++)
+        if (!strncmp(core, *names, strlen(*names))) return true;
+    return false;
+}
+#endif
+
+static void limits_init(void) {
+#if LS_K_AVX2
+    static const char *const avx512[] = {"SkylakeX", "Cooperlake", "SapphireRapids", NULL};
+    static const char *const avx2[] = {"Haswell", "Zen", "Excavator", NULL};
+    const char *core = openblas_get_corename();
+    if (!core) core = "";
+    if (core_is(core, avx512))
+        limits = (sgemm_limits){.quant = 32, .half = 16, .f32 = 8};
+    else if (core_is(core, avx2))
+        limits = (sgemm_limits){.quant = 256, .half = 32, .f32 = 16};
+    else
+        limits = (sgemm_limits){.quant = INT64_MAX, .half = INT64_MAX, .f32 = INT64_MAX};
+#else
+    limits = (sgemm_limits){.quant = 8, .half = 4, .f32 = 4};
+#endif
+}
+
 int64_t ls_matmul_sgemm_min_n(ls_type t) {
-    switch (t) {
-    case LS_TYPE_F32: return 8;
-    case LS_TYPE_F16: return 8;
-    case LS_TYPE_BF16: return 8;
-    default: return 16;
-    }
+    pthread_once(&limits_once, limits_init);
+    return is_quant(t) ? limits.quant : t == LS_TYPE_F32 ? limits.f32 : limits.half;
+}
+
+void ls_matmul_ex(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y, unsigned flags) {
+    if (flags & LS_MATMUL_EXACT)
+        multirow(pool, w, x, n, y, true);
+    else if (n >= ls_matmul_sgemm_min_n(w->type))
+        ls_matmul_sgemm(pool, w, x, n, y);
+    else
+        multirow(pool, w, x, n, y, false);
 }
 
 void ls_matmul(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y) {
-    if (n >= ls_matmul_sgemm_min_n(w->type))
-        ls_matmul_sgemm(pool, w, x, n, y);
-    else
-        ls_matmul_multirow(pool, w, x, n, y);
+    ls_matmul_ex(pool, w, x, n, y, 0);
 }

@@ -43,6 +43,18 @@ void ls_matmul(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, flo
 /* the same, obviously correct and slow (dequantize, quantize activations the
  * same way, dot in double order-independent enough for tests) */
 void ls_matmul_ref(const ls_weight *w, const float *x, int64_t n, float *y);
+/* ls_matmul with options (0 = ls_matmul).
+ * LS_MATMUL_EXACT: for Q4_0/Q4_1/Q8_0 weights every output is bit for bit
+ * what llama.cpp's x86 AVX2/VNNI single-row dot (ggml_vec_dot_q4_1_q8_1 etc.)
+ * returns, for any n (checked against ggml from llama-cpp-python 0.3.36):
+ * always the multi-row path, Q4_1 block mins summed in block order after the
+ * rest (Q4_1 ~15-20% slower; Q4_0/Q8_0 run as fast as without the flag,
+ * their default order already is llama.cpp's). Float weights keep their own
+ * (batch-invariant) order; the portable scalar build sums in a plain order.
+ * Without the flag, multi-row outputs are still batch invariant: row i of
+ * an n-row call is bit for bit the 1-row call on it, on any thread count. */
+#define LS_MATMUL_EXACT 1u
+void ls_matmul_ex(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y, unsigned flags);
 /* The two paths ls_matmul chooses between (any n works on either; exposed
  * for tests and benchmarks): multi-row streams each weight row once for
  * all n rows; sgemm dequantizes weight tiles for OpenBLAS. ls_matmul takes

@@ -86,8 +86,9 @@ typedef struct ls_k_qact {
 size_t ls_k_qact_bytes(ls_type wt, int64_t n, int64_t cols);
 void ls_k_qact_init(ls_type wt, const float *x, int64_t n, int64_t cols, void *buf, ls_k_qact *a);
 /* y rows [r0, r1) for all n activation rows; aux: per-thread scratch of
- * ls_k_q_aux_bytes(cols) bytes */
+ * ls_k_q_aux_bytes(cols) bytes; exact: llama.cpp's summation order (see
+ * LS_MATMUL_EXACT) */
 size_t ls_k_q_aux_bytes(int64_t cols);
-void ls_k_q_rows(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1, float *y, void *aux);
+void ls_k_q_rows(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1, float *y, void *aux, bool exact);
 
 #endif

@@ -17,11 +17,14 @@
 #include <stdlib.h>
 #include <time.h>
 
-/* A waiter pause-spins this long, then calls sched_yield until the second
- * limit, then sleeps. Within a token the gaps between jobs are far shorter
- * than the first limit. */
-#define LS_POOL_SPIN_NS 100000
-#define LS_POOL_YIELD_NS 1000000
+/* A waiter pause-spins this long, then spins calling sched_yield until the
+ * second limit, then sleeps. The pause phase is short: when the cores are
+ * shared (other processes, or more threads than cores) the thread it waits
+ * for may need this very core, and a yield costs well under a microsecond
+ * when nothing else is runnable. Within a token the gaps between jobs are
+ * far shorter than the second limit. */
+#define LS_POOL_SPIN_NS 3000
+#define LS_POOL_YIELD_NS 2000000
 
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 static void blas_init_once(void) { openblas_set_num_threads(1); }
@@ -73,7 +76,7 @@ static uint32_t wait_new_gen(ls_pool *p, uint32_t seen) {
     for (uint32_t i = 1;; i++) {
         uint32_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
         if (g != seen) return g;
-        if ((i & 63) == 0) {
+        if ((i & 15) == 0) {
             int64_t t = now_ns();
             if (!t0) t0 = t;
             if (t - t0 > LS_POOL_YIELD_NS) break;
@@ -200,7 +203,7 @@ void ls_pool_run(ls_pool *p, void (*fn)(void *arg, int ith, int nth), void *arg)
             done = true;
             break;
         }
-        if ((i & 63) == 0) {
+        if ((i & 15) == 0) {
             int64_t t = now_ns();
             if (!t0) t0 = t;
             if (t - t0 > LS_POOL_YIELD_NS) break;

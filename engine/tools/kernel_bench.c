@@ -5,7 +5,8 @@
  *   1. ls_pool_run overhead per call;
  *   2. GB/s (weight bytes per second) and GFLOP/s per type, shape, n, threads;
  *   3. a decode step of the real model's matmuls (30 layers of Q4_1 plus the
- *      Q8_0 49152x576 output): time at n = k+1 relative to n = 1;
+ *      Q8_0 49152x576 output): time at n = k+1 relative to n = 1, and the
+ *      cost of LS_MATMUL_EXACT;
  *   4. multirow vs sgemm path on that step, for the batch threshold.
  * usage: kernel-bench [--quick] [--threads N] [--only pool|shapes|step] */
 #include "kernels.h"
@@ -223,6 +224,16 @@ int main(int argc, char **argv) {
             if (n == 1) t1 = s;
             printf("  n=%lld: %7.3f ms  %6.2f GB/s  cost vs n=1: %.2fx%s\n", (long long)n, s * 1e3,
                    (double)model_bytes / s * 1e-9, s / t1, n == 1 ? "  (matmul-only ceiling: tok/s = 1000/ms)" : "");
+        }
+        {
+            double v[32];
+            for (int r = 0; r < reps; r++) {
+                const double t0 = now_s();
+                for (int k = 0; k <= L * 7; k++) ls_matmul_ex(pools[th], &mw[k], x, 1, y, LS_MATMUL_EXACT);
+                v[r] = now_s() - t0;
+            }
+            const double s = median(v, reps);
+            printf("  n=1 with LS_MATMUL_EXACT: %7.3f ms (%.2fx)\n", s * 1e3, s / t1);
         }
         printf("  path comparison (whole step):\n");
         static const int64_t tn[] = {4, 8, 12, 16, 24, 32, 64, 128};

@@ -37,6 +37,9 @@ static const char *usage_text =
     "      --seed S              sampling seed (default 42)\n"
     "      --no-bos              do not prepend BOS even if the model asks for it\n"
     "      --ignore-eos          keep generating past end-of-generation tokens (benchmarks)\n"
+    "      --fast-math           allow batch-size-dependent arithmetic (OpenBLAS sgemm for large\n"
+    "                            prompt batches, reordered Q4_1 sums): may be faster, no longer\n"
+    "                            bit-identical to llama.cpp (default: exact)\n"
     "      --runs R              time R runs and report the median (default 1)\n"
     "      --json                print one JSON object on stdout instead of text\n"
     "      --tokenize TEXT       print the token ids of TEXT as a JSON array and exit\n"
@@ -50,7 +53,7 @@ static const char *usage_text =
 typedef struct opts {
     const char *model, *prompt, *prompt_file, *tokenize;
     int n_predict, threads, ctx, batch, runs;
-    bool json, no_bos, ignore_eos;
+    bool json, no_bos, ignore_eos, fast_math;
     ls_sampling sampling;
 } opts;
 
@@ -139,7 +142,7 @@ int main(int argc, char **argv) {
               .ctx = 2048, .batch = 256, .runs = 1};
     ls_sampling_default(&o.sampling);
     enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_RUNS, O_JSON,
-           O_TOKENIZE, O_NOBOS, O_IGNEOS };
+           O_TOKENIZE, O_NOBOS, O_IGNEOS, O_FAST };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"prompt-file", required_argument, 0, 'f'}, {"n-predict", required_argument, 0, 'n'},
@@ -150,7 +153,7 @@ int main(int argc, char **argv) {
         {"repeat-penalty", required_argument, 0, O_REP}, {"repeat-last-n", required_argument, 0, O_REPN},
         {"seed", required_argument, 0, O_SEED}, {"runs", required_argument, 0, O_RUNS},
         {"json", no_argument, 0, O_JSON}, {"tokenize", required_argument, 0, O_TOKENIZE},
-        {"no-bos", no_argument, 0, O_NOBOS}, {"ignore-eos", no_argument, 0, O_IGNEOS},
+        {"no-bos", no_argument, 0, O_NOBOS}, {"ignore-eos", no_argument, 0, O_IGNEOS}, {"fast-math", no_argument, 0, O_FAST},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     opterr = 0;
@@ -182,6 +185,7 @@ int main(int argc, char **argv) {
         case O_TOKENIZE: o.tokenize = optarg; break;
         case O_NOBOS: o.no_bos = true; break;
         case O_IGNEOS: o.ignore_eos = true; break;
+        case O_FAST: o.fast_math = true; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default:
             if (optopt) {
@@ -252,6 +256,7 @@ int main(int argc, char **argv) {
         rc = 1;
         goto done;
     }
+    ls_ctx_set_exact(ctx, !o.fast_math);
     out_ids = malloc(sizeof(int32_t) * (size_t)(o.n_predict + 1));
     ls_gen_params gp = {.n_predict = o.n_predict, .sampling = o.sampling, .ignore_eog = o.ignore_eos};
     double *pre = calloc((size_t)o.runs, sizeof(double)), *dec = calloc((size_t)o.runs, sizeof(double));

@@ -74,11 +74,13 @@ ls_status ls_ctx_create(const ls_model *m, int n_threads, int max_batch, ls_ctx 
 void ls_ctx_free(ls_ctx *c);
 int ls_ctx_max_batch(const ls_ctx *c);
 const ls_model *ls_ctx_model(const ls_ctx *c);
-/* Exact mode: every matrix product takes the per-row integer path whatever
- * the batch size, so a position's result never depends on how positions were
- * batched (prompt processing gets slower). Off by default: batches of 16+
- * positions then go through OpenBLAS sgemm, equal to the per-row path up to
- * float summation order. */
+/* Exact mode (the default): every operation runs in llama.cpp's order for its
+ * single-token path (quantized dots, Q4_1 block mins, attention, softmax,
+ * SwiGLU), whatever the batch size, so outputs are bit-identical to
+ * llama.cpp on AVX2 machines and a position's result never depends on how
+ * positions were batched. Off ("fast math"): batches past a size measured per
+ * CPU go through OpenBLAS sgemm and Q4_1 sums in a faster order, equal up to
+ * float rounding. */
 void ls_ctx_set_exact(ls_ctx *c, bool exact);
 int ls_ctx_n_threads(const ls_ctx *c);
 
