@@ -105,7 +105,19 @@ static char *read_file(const char *path) {
     return buf;
 }
 
+/* VmHWM of this process image; getrusage's ru_maxrss would also count the
+ * parent's peak from before exec (a benchmark driver holding another model) */
 static double peak_rss_mb(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    while (f && fgets(line, sizeof line, f)) {
+        long kb;
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1) {
+            fclose(f);
+            return kb / 1024.0;
+        }
+    }
+    if (f) fclose(f);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     return ru.ru_maxrss / 1024.0;
