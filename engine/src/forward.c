@@ -201,8 +201,8 @@ static void rope_apply(const ls_ctx *c, float *vec, int n_heads, int i) {
  * Greedy decoding is chaotic under 8-bit activation quantization: a one-ulp
  * difference in an attention weight can flip a rounding downstream and
  * change a later token. So attention reproduces the exact float operations
- * of llama.cpp's single-token path (ggml_vec_dot_f16, ggml_vec_soft_max_f32
- * with ggml_v_expf), and does so for every position of a batch alike: the
+ * of llama.cpp's single-token path (ggml_vec_dot_f16 here; ls_softmax and
+ * ls_swiglu in kernels_vec.c follow ggml too), and does so for every position of a batch alike: the
  * result of a position never depends on the batch it was computed in, which
  * is also what makes self-speculative verification lossless. */
 
@@ -258,79 +258,6 @@ static float dot_f16_ggml(const uint16_t *x, const uint16_t *y, int n) {
     return (float)sumf;
 }
 
-#if ATTN_AVX2
-/* ggml_v_expf (AVX2): exp with ~1.5 ulp error, 0 for -inf */
-static inline __m256 v_expf(__m256 x) {
-    const __m256 r = _mm256_set1_ps(0x1.8p23f);
-    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
-    const __m256 n = _mm256_sub_ps(z, r);
-    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
-                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
-    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
-    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
-    const __m256i c = _mm256_castps_si256(
-        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(126), _CMP_GT_OQ));
-    const __m256 u = _mm256_mul_ps(b, b);
-    const __m256 j = _mm256_fmadd_ps(
-        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
-                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
-        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
-    if (!_mm256_movemask_ps(_mm256_castsi256_ps(c))) return _mm256_fmadd_ps(j, k, k);
-    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
-                                       _mm256_set1_epi32((int)0x82000000u));
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
-    const __m256i d = _mm256_castps_si256(
-        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
-    return _mm256_or_ps(
-        _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
-        _mm256_andnot_ps(_mm256_castsi256_ps(d),
-                         _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
-                                      _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
-}
-#endif
-
-/* out = silu(gate) * up per row of n, as ggml_vec_swiglu_f32:
- * x / (1 + exp(-x)) with ggml's vector exp, times up */
-static void swiglu_ggml(float *out, const float *gate, const float *up, int n) {
-    int i = 0;
-#if ATTN_AVX2
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (; i + 7 < n; i += 8) {
-        const __m256 x = _mm256_loadu_ps(gate + i);
-        const __m256 e = v_expf(_mm256_sub_ps(_mm256_setzero_ps(), x));
-        const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(one, e));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
-    }
-#endif
-    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
-}
-
-/* in-place softmax of x[0..n) as ggml_vec_soft_max_f32 over llama.cpp's
- * padded row: chunks of 8 (missing entries count as masked), each chunk
- * summed (l, l+4), (0+2, 1+3), then added in double; then scaled by
- * (float)(1/sum) */
-static void softmax_ggml(float *x, int n) {
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n; i += 8) {
-        float v[8];
-        for (int l = 0; l < 8; l++) v[l] = i + l < n ? x[i + l] - mx : -INFINITY;
-#if ATTN_AVX2
-        _mm256_storeu_ps(v, v_expf(_mm256_loadu_ps(v)));
-#else
-        for (int l = 0; l < 8; l++) v[l] = expf(v[l]);
-#endif
-        float a[4];
-        for (int l = 0; l < 4; l++) a[l] = v[l + 4] + v[l];
-        float b0 = a[0] + a[2], b1 = a[1] + a[3];
-        sum += (double)(b0 + b1);
-        for (int l = 0; l < 8 && i + l < n; l++) x[i + l] = v[l];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (int i = 0; i < n; i++) x[i] *= inv;
-}
 
 typedef struct attn_job {
     ls_ctx *c;
@@ -359,7 +286,7 @@ static void attn_worker(void *arg, int ith, int nth) {
             const uint16_t *krow = ls_kv_k_row(j->kv, j->layer, t) + (size_t)kvh * hd;
             scores[t] = dot_f16_ggml(krow, qh16, hd) * scale;
         }
-        softmax_ggml(scores, n_keys);
+        ls_softmax(scores, n_keys);
         memset(acc, 0, sizeof(float) * 32 * (size_t)hd);
         for (int t = 0; t < n_keys; t++) {
             const float p = ls_f16_to_f32(ls_f32_to_f16(scores[t]));
@@ -429,7 +356,7 @@ ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float
         matmul(c, &L->w_gate, c->xb, n, c->hb);
         matmul(c, &L->w_up, c->xb, n, c->hb2);
         for (int i = 0; i < n; i++)
-            swiglu_ggml(c->hb + (size_t)i * ffn, c->hb + (size_t)i * ffn, c->hb2 + (size_t)i * ffn, ffn);
+            ls_swiglu(c->hb + (size_t)i * ffn, c->hb + (size_t)i * ffn, c->hb2 + (size_t)i * ffn, ffn);
         matmul(c, &L->w_down, c->hb, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
         if (l < 256) c->counters.layer_positions[l] += (uint64_t)n;

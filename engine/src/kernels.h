@@ -74,9 +74,9 @@ void ls_quantize_row_q8_1(const float *x, int64_t n, void *dst);
 /* ---- vector ops ---- */
 /* out = x / sqrt(mean(x^2) + eps) * g  (n elements; sum accumulated in double) */
 void ls_rmsnorm(float *out, const float *x, const float *g, int64_t n, float eps);
-/* in-place softmax over n elements (max-subtracted) */
+/* in-place softmax over n elements, in ggml_vec_soft_max_f32's order */
 void ls_softmax(float *x, int64_t n);
-/* out[i] = silu(gate[i]) * up[i] */
+/* out[i] = silu(gate[i]) * up[i], in ggml_vec_swiglu_f32's order (call per row) */
 void ls_swiglu(float *out, const float *gate, const float *up, int64_t n);
 float ls_dot_f32(const float *a, const float *b, int64_t n);
 /* y += a * x */

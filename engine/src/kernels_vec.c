@@ -22,34 +22,35 @@ static inline double hsum4d(__m256d v) {
     return _mm_cvtsd_f64(s);
 }
 
-/* e^x for 8 floats: x = n*ln2 + r, |r| <= ln2/2, e^r by a minimax
- * polynomial, 2^n applied in two halves so subnormal results and n = 128
- * stay exact in the exponent arithmetic. */
+/* e^x for 8 floats, exactly as ggml_v_expf (AVX2) computes it (~1.5 ulp),
+ * so softmax and SwiGLU round as llama.cpp's do; 0 for -inf */
 static inline __m256 exp8(__m256 x) {
-    const __m256 hi = _mm256_set1_ps(88.72283935546875f);
-    const __m256 lo = _mm256_set1_ps(-103.972084045410156f);
-    const __m256 xc = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(89.0f)), _mm256_set1_ps(-104.0f));
-    const __m256 nf = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
-                                      _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(0.693359375f), xc);
-    r = _mm256_fnmadd_ps(nf, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i n = _mm256_cvtps_epi32(nf);
-    const __m256i n1 = _mm256_srai_epi32(n, 1);
-    const __m256i n2 = _mm256_sub_epi32(n, n1);
-    const __m256i bias = _mm256_set1_epi32(127);
-    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
-    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
-    __m256 e = _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
-    e = _mm256_blendv_ps(e, _mm256_set1_ps(INFINITY), _mm256_cmp_ps(x, hi, _CMP_GT_OQ));
-    e = _mm256_blendv_ps(e, _mm256_setzero_ps(), _mm256_cmp_ps(x, lo, _CMP_LT_OQ));
-    return _mm256_blendv_ps(e, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q)); /* NaN stays NaN */
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256i c = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(126), _CMP_GT_OQ));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(_mm256_castsi256_ps(c))) return _mm256_fmadd_ps(j, k, k);
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256i d = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
+    return _mm256_or_ps(
+        _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+        _mm256_andnot_ps(_mm256_castsi256_ps(d),
+                         _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                                      _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
 }
 #endif
 
@@ -81,48 +82,34 @@ void ls_rmsnorm(float *out, const float *x, const float *g, int64_t n, float eps
     }
 }
 
+/* ggml_vec_soft_max_f32's order: chunks of 8 (a short last chunk padded
+ * with -inf, i.e. zeros, as llama.cpp's padded attention rows are), each
+ * chunk summed as lanes (l, l+4), then (0+2)+(1+3), chunks added in double,
+ * then everything scaled by (float)(1/sum) */
 void ls_softmax(float *x, int64_t n) {
     if (n <= 0) return;
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
-    double sum = 0.0;
-    int64_t i = 0;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i += 8) {
+        float v[8];
+        for (int l = 0; l < 8; l++) v[l] = i + l < n ? x[i + l] - mx : -INFINITY;
 #if LS_K_AVX2
-    const __m256 mv = _mm256_set1_ps(mx);
-    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
-    for (; i + 8 <= n; i += 8) {
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + i), mv));
-        _mm256_storeu_ps(x + i, e);
-        a0 = _mm256_add_pd(a0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
-        a1 = _mm256_add_pd(a1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
-    }
-    sum = hsum4d(_mm256_add_pd(a0, a1));
-    if (i < n) { /* tail through the same exp, so every element rounds alike */
-        float t[8] = {0};
-        const int64_t k = n - i;
-        for (int64_t j = 0; j < 8; j++) t[j] = j < k ? x[i + j] - mx : -INFINITY;
-        _mm256_storeu_ps(t, exp8(_mm256_loadu_ps(t)));
-        for (int64_t j = 0; j < k; j++) {
-            x[i + j] = t[j];
-            sum += (double)t[j];
-        }
-        i = n;
-    }
+        _mm256_storeu_ps(v, exp8(_mm256_loadu_ps(v)));
+#else
+        for (int l = 0; l < 8; l++) v[l] = expf(v[l]);
 #endif
-    for (; i < n; i++) {
-        const float e = expf(x[i] - mx);
-        x[i] = e;
-        sum += (double)e;
+        float a[4];
+        for (int l = 0; l < 4; l++) a[l] = v[l + 4] + v[l];
+        sum += (double)((a[0] + a[2]) + (a[1] + a[3]));
+        for (int l = 0; l < 8 && i + l < n; l++) x[i + l] = v[l];
     }
     const float inv = (float)(1.0 / sum);
-    i = 0;
-#if LS_K_AVX2
-    const __m256 iv = _mm256_set1_ps(inv);
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), iv));
-#endif
-    for (; i < n; i++) x[i] *= inv;
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
+/* ggml_vec_swiglu_f32: x / (1 + exp(-x)) with the vector exp in chunks of 8
+ * from the start of the row, a scalar tail with expf */
 void ls_swiglu(float *out, const float *gate, const float *up, int64_t n) {
     int64_t i = 0;
 #if LS_K_AVX2
@@ -133,22 +120,8 @@ void ls_swiglu(float *out, const float *gate, const float *up, int64_t n) {
         const __m256 s = _mm256_div_ps(g, _mm256_add_ps(one, e));
         _mm256_storeu_ps(out + i, _mm256_mul_ps(s, _mm256_loadu_ps(up + i)));
     }
-    if (i < n) {
-        float t[8] = {0};
-        const int64_t k = n - i;
-        for (int64_t j = 0; j < k; j++) t[j] = -gate[i + j];
-        _mm256_storeu_ps(t, exp8(_mm256_loadu_ps(t)));
-        for (int64_t j = 0; j < k; j++) {
-            const float s = gate[i + j] / (1.0f + t[j]);
-            out[i + j] = s * up[i + j];
-        }
-        i = n;
-    }
 #endif
-    for (; i < n; i++) {
-        const float s = gate[i] / (1.0f + expf(-gate[i]));
-        out[i] = s * up[i];
-    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
 }
 
 float ls_dot_f32(const float *a, const float *b, int64_t n) {
