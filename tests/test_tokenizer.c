@@ -214,27 +214,6 @@ static void check_golden(const ls_tokenizer *t, const golden *g, const char *sou
     CHECK_EQ_INT(ok, g->n);
 }
 
-static bool utf8_strict_valid(const char *s, size_t n) {
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        unsigned char b = p[i];
-        size_t len;
-        uint32_t c, min;
-        if (b < 0x80) { i++; continue; }
-        if (b >= 0xC2 && b <= 0xDF) { len = 2; c = b & 0x1F; min = 0x80; }
-        else if (b >= 0xE0 && b <= 0xEF) { len = 3; c = b & 0x0F; min = 0x800; }
-        else if (b >= 0xF0 && b <= 0xF4) { len = 4; c = b & 0x07; min = 0x10000; }
-        else return false;
-        if (i + len > n) return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xC0) != 0x80) return false;
-            c = (c << 6) | (p[i + k] & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-        i += len;
-    }
-    return true;
-}
 
 /* decode(encode(s)) == s for valid UTF-8, with the model's BOS; with
  * special-token parsing (and rendering, without BOS) on BPE vocabularies.
@@ -250,7 +229,7 @@ static void check_roundtrip(const ls_tokenizer *t, const golden *g) {
     bool spm = ls_tokenizer_kind(t) == LS_TOK_SPM;
     for (int i = 0; i < g->n; i++) {
         const gstr *s = &g->s[i];
-        if (!utf8_strict_valid(s->text, s->len)) continue;
+        if (!tu_valid_utf8(s->text, s->len)) continue;
         if (spm && memmem(s->text, s->len, "\xE2\x96\x81", 3)) continue;
         for (int mode = 0; mode < 2; mode++) {
             bool special = mode == 1;
@@ -289,7 +268,7 @@ static void check_stream(const ls_tokenizer *t, const golden *g) {
         for (int k = 0; k <= s->n_ids; k++) {
             int64_t c = k < s->n_ids ? ls_detok_stream_push(&st, s->ids[k], chunk, sizeof chunk)
                                      : ls_detok_stream_flush(&st, chunk, sizeof chunk);
-            if (c < 0 || chunk[c] != 0 || !utf8_strict_valid(chunk, (size_t)c)) { ok = false; break; }
+            if (c < 0 || chunk[c] != 0 || !tu_valid_utf8(chunk, (size_t)c)) { ok = false; break; }
             if (o + (size_t)c > cap) { ok = false; break; }
             memcpy(acc + o, chunk, (size_t)c);
             o += (size_t)c;
@@ -777,7 +756,7 @@ static void test_speed(void) {
     char *text = malloc(cap);
     for (int round = 0; len < 100000; round++)
         for (int i = 0; i < g.n && len < 100000; i++) {
-            if (!utf8_strict_valid(g.s[i].text, g.s[i].len)) continue;
+            if (!tu_valid_utf8(g.s[i].text, g.s[i].len)) continue;
             memcpy(text + len, g.s[i].text, g.s[i].len);
             len += g.s[i].len;
             text[len++] = round % 2 ? ' ' : '\n';

@@ -4,6 +4,7 @@
  * goes through a bounds-checked cursor and every size is overflow-checked
  * before it is used or allocated. */
 #include "gguf.h"
+#include "mapfile.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -449,7 +450,7 @@ ls_status gguf_ctx_init_from_memory(const void *buf, uint64_t size, const char *
     if (!buf && size)
         return ls_err_set(err, LS_ERR_INVALID, "%s: NULL buffer of %llu bytes", name,
                           (unsigned long long)size);
-    gguf_ctx *ctx;
+    gguf_ctx *ctx = NULL;
     ls_status s = gguf_ctx_new(name, &ctx, err);
     if (s != LS_OK) return s;
     ctx->map = buf;
@@ -465,49 +466,15 @@ ls_status gguf_ctx_init_from_memory(const void *buf, uint64_t size, const char *
 
 ls_status gguf_ctx_init_from_file(const char *path, gguf_ctx **out, ls_err *err) {
     *out = NULL;
-    if (!path) return ls_err_set(err, LS_ERR_INVALID, "gguf: NULL path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return ls_err_set(err, e == ENOENT ? LS_ERR_MISSING : LS_ERR_IO,
-                          "%s: cannot open GGUF file: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return ls_err_set(err, LS_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return ls_err_set(err, LS_ERR_IO, "%s: not a regular file%s", path,
-                          S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
-    }
-    gguf_ctx *ctx;
-    ls_status s = gguf_ctx_new(path, &ctx, err);
-    if (s != LS_OK) {
-        close(fd);
+    const uint8_t *map;
+    uint64_t size;
+    ls_status s = ls_map_file(path, "GGUF file", &map, &size, err);
+    if (s != LS_OK) return s;
+    if ((s = gguf_ctx_init_from_memory(map, size, path, out, err)) != LS_OK) {
+        ls_unmap_file(map, size);
         return s;
     }
-    ctx->size = (uint64_t)st.st_size;
-    if (ctx->size > 0) {
-        void *m = mmap(NULL, (size_t)ctx->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            gguf_ctx_free(ctx);
-            return ls_err_set(err, LS_ERR_IO, "%s: cannot mmap %llu bytes: %s", path,
-                              (unsigned long long)st.st_size, strerror(e));
-        }
-        ctx->map = m;
-        ctx->owns_map = true;
-    }
-    close(fd);
-    if ((s = gguf_parse(ctx, err)) != LS_OK) {
-        gguf_ctx_free(ctx);
-        return s;
-    }
-    *out = ctx;
+    (*out)->owns_map = true;
     return LS_OK;
 }
 
@@ -518,7 +485,7 @@ void gguf_ctx_free(gguf_ctx *ctx) {
         free(ctx->kv);
     }
     free(ctx->tensors);
-    if (ctx->owns_map && ctx->map) munmap((void *)ctx->map, (size_t)ctx->size);
+    if (ctx->owns_map) ls_unmap_file(ctx->map, ctx->size);
     free(ctx->path);
     free(ctx);
 }

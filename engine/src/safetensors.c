@@ -4,6 +4,7 @@
  * before any pointer into the map is handed out. st_set gathers the shards of
  * a model directory. */
 #include "safetensors.h"
+#include "mapfile.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -310,7 +311,7 @@ ls_status st_file_open_memory(const void *buf, uint64_t size, const char *name,
     if (!buf && size)
         return ls_err_set(err, LS_ERR_INVALID, "%s: NULL buffer of %llu bytes", name,
                           (unsigned long long)size);
-    st_file *f;
+    st_file *f = NULL;
     ls_status s = st_file_new(name, &f, err);
     if (s != LS_OK) return s;
     f->map = buf;
@@ -325,49 +326,15 @@ ls_status st_file_open_memory(const void *buf, uint64_t size, const char *name,
 
 ls_status st_file_open(const char *path, st_file **out, ls_err *err) {
     *out = NULL;
-    if (!path) return ls_err_set(err, LS_ERR_INVALID, "safetensors: NULL path");
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return ls_err_set(err, e == ENOENT ? LS_ERR_MISSING : LS_ERR_IO,
-                          "%s: cannot open safetensors file: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
-        close(fd);
-        return ls_err_set(err, LS_ERR_IO, "%s: cannot stat: %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return ls_err_set(err, LS_ERR_IO, "%s: not a regular file%s", path,
-                          S_ISDIR(st.st_mode) ? " (it is a directory)" : "");
-    }
-    st_file *f;
-    ls_status s = st_file_new(path, &f, err);
-    if (s != LS_OK) {
-        close(fd);
+    const uint8_t *map;
+    uint64_t size;
+    ls_status s = ls_map_file(path, "safetensors file", &map, &size, err);
+    if (s != LS_OK) return s;
+    if ((s = st_file_open_memory(map, size, path, out, err)) != LS_OK) {
+        ls_unmap_file(map, size);
         return s;
     }
-    f->size = (uint64_t)st.st_size;
-    if (f->size > 0) {
-        void *m = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            int e = errno;
-            close(fd);
-            st_file_free(f);
-            return ls_err_set(err, LS_ERR_IO, "%s: cannot mmap %llu bytes: %s", path,
-                              (unsigned long long)st.st_size, strerror(e));
-        }
-        f->map = m;
-        f->owns_map = true;
-    }
-    close(fd);
-    if ((s = st_parse(f, err)) != LS_OK) {
-        st_file_free(f);
-        return s;
-    }
-    *out = f;
+    (*out)->owns_map = true;
     return LS_OK;
 }
 
@@ -377,7 +344,7 @@ void st_file_free(st_file *f) {
         for (uint64_t i = 0; i < f->n_tensors; i++) free(f->tensors[i].name);
         free(f->tensors);
     }
-    if (f->owns_map && f->map) munmap((void *)f->map, (size_t)f->size);
+    if (f->owns_map) ls_unmap_file(f->map, f->size);
     free(f->path);
     free(f);
 }

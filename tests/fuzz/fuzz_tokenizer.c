@@ -13,6 +13,7 @@
  * detokenize succeeds and is NUL-terminated, streaming output is valid UTF-8
  * chunk by chunk and adds up to the full decode when that is valid UTF-8,
  * and BPE round-trips valid UTF-8 exactly. */
+#include "test_util.h"
 #include "tokenizer.h"
 #include "gguf.h"
 
@@ -22,27 +23,6 @@
 
 #define CHECK_OR_DIE(c) do { if (!(c)) { fprintf(stderr, "%s:%d: %s\n", __FILE__, __LINE__, #c); abort(); } } while (0)
 
-static bool valid_utf8(const char *s, size_t n) {
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        unsigned char b = p[i];
-        size_t len;
-        uint32_t c, min;
-        if (b < 0x80) { i++; continue; }
-        if (b >= 0xC2 && b <= 0xDF) { len = 2; c = b & 0x1F; min = 0x80; }
-        else if (b >= 0xE0 && b <= 0xEF) { len = 3; c = b & 0x0F; min = 0x800; }
-        else if (b >= 0xF0 && b <= 0xF4) { len = 4; c = b & 0x07; min = 0x10000; }
-        else return false;
-        if (i + len > n) return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xC0) != 0x80) return false;
-            c = (c << 6) | (p[i + k] & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-        i += len;
-    }
-    return true;
-}
 
 static ls_tokenizer *load_spm(void) {
     const char *dir = getenv("LS_MODELS_DIR");
@@ -137,7 +117,7 @@ static void exercise(const ls_tokenizer *t, const char *s, size_t n, bool specia
     char *dec = malloc((size_t)(-dn));
     int64_t dl = ls_detokenize(t, ids, cnt, special, dec, -dn);
     CHECK_OR_DIE(dl == -dn - 1 && dec[dl] == 0);
-    if (check_roundtrip && valid_utf8(s, n)) CHECK_OR_DIE((size_t)dl == n && memcmp(dec, s, n) == 0);
+    if (check_roundtrip && tu_valid_utf8(s, n)) CHECK_OR_DIE((size_t)dl == n && memcmp(dec, s, n) == 0);
 
     ls_detok_stream st;
     ls_detok_stream_init(&st, t, special);
@@ -147,12 +127,12 @@ static void exercise(const ls_tokenizer *t, const char *s, size_t n, bool specia
     for (int64_t i = 0; i <= cnt; i++) {
         int64_t c = i < cnt ? ls_detok_stream_push(&st, ids[i], chunk, sizeof chunk)
                             : ls_detok_stream_flush(&st, chunk, sizeof chunk);
-        CHECK_OR_DIE(c >= 0 && chunk[c] == 0 && valid_utf8(chunk, (size_t)c));
+        CHECK_OR_DIE(c >= 0 && chunk[c] == 0 && tu_valid_utf8(chunk, (size_t)c));
         CHECK_OR_DIE(o + (size_t)c <= (size_t)dl * 3 + 16);
         memcpy(acc + o, chunk, (size_t)c);
         o += (size_t)c;
     }
-    if (valid_utf8(dec, (size_t)dl)) CHECK_OR_DIE(o == (size_t)dl && memcmp(acc, dec, o) == 0);
+    if (tu_valid_utf8(dec, (size_t)dl)) CHECK_OR_DIE(o == (size_t)dl && memcmp(acc, dec, o) == 0);
     for (int64_t i = 0; i < cnt && i < 64; i++) {
         char one[256];
         int64_t k = ls_token_to_bytes(t, ids[i], true, one, sizeof one);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <stdint.h>
 #include <math.h>
+#include <stdbool.h>
 
 extern int tu_failures;
 extern int tu_checks;
@@ -42,5 +43,7 @@ char *tu_read_file(const char *path, size_t *len);
 /* the default model (models/SmolLM2-135M-Instruct.Q4_1.gguf); exits the test
  * with failure and a clear message when missing (never skips) */
 const char *tu_default_model(void);
+/* strict UTF-8: no overlongs, surrogates or code points past U+10FFFF */
+bool tu_valid_utf8(const char *s, size_t n);
 
 #endif

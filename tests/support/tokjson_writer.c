@@ -1,6 +1,7 @@
 /* tokjson_writer.c: Hugging Face tokenizer.json from an ls_tokenizer (see the
  * header for the shapes written). The JSON is streamed to the file with our
  * own escaping; pieces must be valid UTF-8 (JSON cannot hold other bytes). */
+#include "test_util.h"
 #include "tokjson_writer.h"
 
 #include <math.h>
@@ -13,30 +14,9 @@ typedef struct jw {
     bool bad;      /* a string was not valid UTF-8 */
 } jw;
 
-static bool utf8_valid(const char *s, size_t n) {
-    const unsigned char *p = (const unsigned char *)s;
-    for (size_t i = 0; i < n;) {
-        unsigned char b = p[i];
-        size_t len;
-        uint32_t c, min;
-        if (b < 0x80) { i++; continue; }
-        if (b >= 0xC2 && b <= 0xDF) { len = 2; c = b & 0x1F; min = 0x80; }
-        else if (b >= 0xE0 && b <= 0xEF) { len = 3; c = b & 0x0F; min = 0x800; }
-        else if (b >= 0xF0 && b <= 0xF4) { len = 4; c = b & 0x07; min = 0x10000; }
-        else return false;
-        if (i + len > n) return false;
-        for (size_t k = 1; k < len; k++) {
-            if ((p[i + k] & 0xC0) != 0x80) return false;
-            c = (c << 6) | (p[i + k] & 0x3F);
-        }
-        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF)) return false;
-        i += len;
-    }
-    return true;
-}
 
 static void jw_str(jw *w, const char *s, size_t n) {
-    if (!utf8_valid(s, n)) w->bad = true;
+    if (!tu_valid_utf8(s, n)) w->bad = true;
     fputc('"', w->f);
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
