@@ -202,9 +202,9 @@ static void rope_apply(const ls_ctx *c, float *vec, int n_heads, int i) {
  * difference in an attention weight can flip a rounding downstream and
  * change a later token. So attention reproduces the exact float operations
  * of llama.cpp's single-token path (ggml_vec_dot_f16 here; ls_softmax and
- * ls_swiglu in kernels_vec.c follow ggml too), and does so for every position of a batch alike: the
- * result of a position never depends on the batch it was computed in, which
- * is also what makes self-speculative verification lossless. */
+ * ls_swiglu in kernels_vec.c follow ggml too), for every position of a batch
+ * alike: a position's result never depends on the batch it was computed in,
+ * which is also what makes self-speculative verification lossless. */
 
 #if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
@@ -257,7 +257,6 @@ static float dot_f16_ggml(const uint16_t *x, const uint16_t *y, int n) {
     for (int i = np; i < n; i++) sumf += (double)(ls_f16_to_f32(x[i]) * ls_f16_to_f32(y[i]));
     return (float)sumf;
 }
-
 
 typedef struct attn_job {
     ls_ctx *c;
