@@ -7,10 +7,12 @@
  * for quantized weights the activations are quantized per 32-element block
  * (Q8_0-style for Q4_0/Q8_0 weights, Q8_1-style with the fp16 block sum for
  * Q4_1 weights) and dotted in integers; F16/BF16/F32 weights dot in f32.
- * Small batches (decode, verification of k+1 drafted positions) stream each
- * weight row once for all rows of the batch; large batches (prompt
- * processing) dequantize weight tiles and call OpenBLAS sgemm on the
- * quantize-dequantized activations (same rounding as the integer path).
+ * The multi-row path streams each weight row once for all rows of a batch
+ * (decode, verification of k+1 drafted positions, and in exact mode every
+ * prompt batch: on AVX2 it beats OpenBLAS at every size measured). Without
+ * LS_MATMUL_EXACT, batches past a size measured per OpenBLAS kernel
+ * dequantize weight tiles and call sgemm on the quantize-dequantized
+ * activations (same rounding as the integer path, other summation order).
  * Every fast kernel has a scalar reference beside it (ls_matmul_ref). */
 #ifndef LS_KERNELS_H
 #define LS_KERNELS_H
