@@ -4,6 +4,7 @@
 #include "layerskip/engine.h"
 #include "layerskip/generate.h"
 #include "layerskip/sampler.h"
+#include "heatmap.h"
 #include "tokenizer.h"
 
 #include <cJSON.h>
@@ -37,6 +38,18 @@ static const char *usage_text =
     "      --seed S              sampling seed (default 42)\n"
     "      --no-bos              do not prepend BOS even if the model asks for it\n"
     "      --ignore-eos          keep generating past end-of-generation tokens (benchmarks)\n"
+    "      --generation-strategy S  autoregressive (default), early_exit or self_speculative\n"
+    "      --exit-layer E        draft/exit after layers [0, E), 1 <= E <= L-1 (default L/4)\n"
+    "      --num-speculations K  drafts per verification round, 1..32 (default 4)\n"
+    "      --draft-min-p P       stop drafting a round when the draft's top probability < P\n"
+    "                            (0 = off, default)\n"
+    "      --sweep-exit A:B[:S]  sweep E over A..B (step S) x --sweep-k over the prompts\n"
+    "      --sweep-k A:B         (one per line of --prompt-file, or --prompt); prints a grid of\n"
+    "                            acceptance and tok/s, writes --csv and --heatmap\n"
+    "      --csv FILE            sweep table (default sweep.csv)\n"
+    "      --heatmap FILE        sweep heat map, PNG (default sweep.png)\n"
+    "      --compare             run autoregressive and self_speculative (greedy) on the prompts,\n"
+    "                            report the speedup and whether the outputs matched\n"
     "      --fast-math           allow batch-size-dependent arithmetic (OpenBLAS sgemm for large\n"
     "                            prompt batches, reordered Q4_1 sums): may be faster, no longer\n"
     "                            bit-identical to llama.cpp (default: exact)\n"
@@ -46,14 +59,19 @@ static const char *usage_text =
     "  -h, --help                this help\n"
     "\n"
     "JSON fields: model, text, token_ids, prompt_tokens, generated_tokens, finish_reason,\n"
-    "prefill_ms, decode_ms, prefill_tok_s, decode_tok_s, load_ms, peak_rss_mb, threads, runs.\n"
+    "prefill_ms, decode_ms, prefill_tok_s, decode_tok_s, time_per_token_ms, load_ms, peak_rss_mb,\n"
+    "threads, runs, strategy, exit_layer, num_speculations, drafted, accepted, acceptance_rate,\n"
+    "rounds, accepted_per_round (histogram: rounds that accepted 0, 1, ... drafts).\n"
     "decode_tok_s counts generated tokens after the first (whose logits come from the\n"
     "prompt pass) over decode_ms; with --runs R, timings are medians over R runs.\n";
 
 typedef struct opts {
     const char *model, *prompt, *prompt_file, *tokenize;
     int n_predict, threads, ctx, batch, runs;
-    bool json, no_bos, ignore_eos, fast_math;
+    bool json, no_bos, ignore_eos, fast_math, compare;
+    const char *strategy, *sweep_exit, *sweep_k, *csv, *heatmap;
+    int exit_layer, num_speculations;
+    float draft_min_p;
     ls_sampling sampling;
 } opts;
 
@@ -149,12 +167,229 @@ static bool on_token(void *user, int32_t t) {
     return true;
 }
 
+/* "A:B" or "A:B:S" -> {A, B, S} */
+static bool parse_range(const char *s, int r[3]) {
+    char tail;
+    r[2] = 1;
+    int n = sscanf(s, "%d:%d:%d%c", &r[0], &r[1], &r[2], &tail);
+    return (n == 2 || n == 3) && r[0] <= r[1] && r[2] >= 1;
+}
+
+/* the prompts of a sweep or comparison: one per non-empty line of the text
+ * ("\n" in a line stands for a newline), tokenized */
+typedef struct prompt_set {
+    int n;
+    int32_t **ids;
+    int *len;
+} prompt_set;
+
+static void prompt_set_free(prompt_set *ps) {
+    for (int i = 0; i < ps->n; i++) free(ps->ids[i]);
+    free(ps->ids);
+    free(ps->len);
+}
+
+static bool prompt_set_build(prompt_set *ps, const ls_tokenizer *tok, const char *text, bool add_bos) {
+    memset(ps, 0, sizeof *ps);
+    char *copy = strdup(text), *save = NULL;
+    for (char *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char *w = line;
+        for (char *r = line; *r; r++) { /* unescape \n */
+            if (r[0] == '\\' && r[1] == 'n') { *w++ = '\n'; r++; }
+            else *w++ = *r;
+        }
+        *w = 0;
+        if (!*line) continue;
+        int64_t n = ls_tokenize(tok, line, strlen(line), add_bos, true, NULL, 0);
+        int64_t cap = (n < 0 ? -n : n) + 1;
+        int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+        n = ls_tokenize(tok, line, strlen(line), add_bos, true, ids, cap);
+        if (n < 1) { free(ids); continue; }
+        ps->ids = realloc(ps->ids, sizeof(int32_t *) * (size_t)(ps->n + 1));
+        ps->len = realloc(ps->len, sizeof(int) * (size_t)(ps->n + 1));
+        ps->ids[ps->n] = ids;
+        ps->len[ps->n++] = (int)n;
+    }
+    free(copy);
+    return ps->n > 0;
+}
+
+/* one pass over all prompts with gp: tokens generated, decode time and
+ * speculation counters summed; outs[i] (n_predict ids) kept when given */
+typedef struct pass_result {
+    int64_t generated, drafted, accepted, rounds;
+    double decode_ms;
+} pass_result;
+
+static ls_status run_pass(ls_ctx *ctx, ls_kv *kv, const prompt_set *ps, const ls_gen_params *gp,
+                          int32_t **outs, int *n_out, pass_result *res, ls_err *err) {
+    memset(res, 0, sizeof *res);
+    int32_t *tmp = malloc(sizeof(int32_t) * (size_t)(gp->n_predict + 1));
+    for (int i = 0; i < ps->n; i++) {
+        ls_gen_stats st;
+        ls_status s = ls_generate(ctx, kv, ps->ids[i], ps->len[i], gp, outs ? outs[i] : tmp, NULL, NULL, &st, err);
+        if (s != LS_OK) { free(tmp); return s; }
+        if (n_out) n_out[i] = st.n_generated;
+        res->generated += st.n_generated;
+        res->decode_ms += st.decode_ms;
+        res->drafted += st.drafted;
+        res->accepted += st.accepted;
+        res->rounds += st.rounds;
+    }
+    free(tmp);
+    return LS_OK;
+}
+
+static double tok_s(const pass_result *r) { return r->decode_ms > 0 ? r->generated / (r->decode_ms / 1e3) : 0; }
+
+static int32_t **alloc_outs(int n, int n_predict) {
+    int32_t **o = malloc(sizeof(int32_t *) * (size_t)n);
+    for (int i = 0; i < n; i++) o[i] = malloc(sizeof(int32_t) * (size_t)(n_predict + 1));
+    return o;
+}
+
+static void free_outs(int32_t **o, int n) {
+    for (int i = 0; i < n; i++) free(o[i]);
+    free(o);
+}
+
+static bool same_outputs(int32_t **a, const int *na, int32_t **b, const int *nb, int n) {
+    for (int i = 0; i < n; i++)
+        if (na[i] != nb[i] || memcmp(a[i], b[i], sizeof(int32_t) * (size_t)na[i]) != 0) return false;
+    return true;
+}
+
+static int run_sweep(const opts *o, ls_ctx *ctx, ls_kv *kv, const ls_tokenizer *tok, const char *text,
+                     bool add_bos, const ls_gen_params *base, const int se[3], const int sk[3]) {
+    prompt_set ps;
+    if (!prompt_set_build(&ps, tok, text, add_bos)) {
+        fprintf(stderr, "layerskip-bench: no prompts to sweep (one per line of --prompt-file)\n");
+        return 1;
+    }
+    ls_err err;
+    ls_gen_params ar = *base;
+    ar.strategy = LS_STRATEGY_AUTOREGRESSIVE;
+    int32_t **ar_out = alloc_outs(ps.n, base->n_predict), **sp_out = alloc_outs(ps.n, base->n_predict);
+    int *ar_n = calloc((size_t)ps.n, sizeof(int)), *sp_n = calloc((size_t)ps.n, sizeof(int));
+    pass_result arr;
+    int rc = 0;
+    if (run_pass(ctx, kv, &ps, &ar, ar_out, ar_n, &arr, &err) != LS_OK) {
+        fprintf(stderr, "layerskip-bench: %s\n", err.msg);
+        rc = 1;
+        goto out;
+    }
+    int ne = (se[1] - se[0]) / se[2] + 1, nk = (sk[1] - sk[0]) / sk[2] + 1;
+    int *ev = malloc(sizeof(int) * (size_t)ne), *kvals = malloc(sizeof(int) * (size_t)nk);
+    for (int i = 0; i < ne; i++) ev[i] = se[0] + i * se[2];
+    for (int j = 0; j < nk; j++) kvals[j] = sk[0] + j * sk[2];
+    double *speed = malloc(sizeof(double) * (size_t)(ne * nk)), *acc = malloc(sizeof(double) * (size_t)(ne * nk));
+    FILE *csv = fopen(o->csv, "w");
+    if (!csv) {
+        fprintf(stderr, "layerskip-bench: cannot write --csv %s: %s\n", o->csv, strerror(errno));
+        rc = 1;
+    } else {
+        fprintf(csv, "exit_layer,num_speculations,acceptance_rate,tok_s,autoregressive_tok_s,speedup,drafted,accepted,rounds,outputs_match\n");
+    }
+    printf("%d prompts x %d tokens; autoregressive %.1f tok/s\n", ps.n, base->n_predict, tok_s(&arr));
+    printf("%6s", "E \\ k");
+    for (int j = 0; j < nk; j++) printf(" | %17d", kvals[j]);
+    printf("\n");
+    for (int i = 0; rc == 0 && i < ne; i++) {
+        printf("%6d", ev[i]);
+        for (int j = 0; j < nk; j++) {
+            ls_gen_params gp = *base;
+            gp.exit_layer = ev[i];
+            gp.num_speculations = kvals[j];
+            pass_result r;
+            if (run_pass(ctx, kv, &ps, &gp, sp_out, sp_n, &r, &err) != LS_OK) {
+                fprintf(stderr, "\nlayerskip-bench: %s\n", err.msg);
+                rc = 1;
+                break;
+            }
+            double a = r.drafted ? (double)r.accepted / (double)r.drafted : 0;
+            double sp = tok_s(&arr) > 0 ? tok_s(&r) / tok_s(&arr) : 0;
+            speed[i * nk + j] = sp;
+            acc[i * nk + j] = a;
+            bool match = base->sampling.temperature <= 0 && same_outputs(ar_out, ar_n, sp_out, sp_n, ps.n);
+            printf(" | %4.0f%% %6.1f %4.2fx", 100 * a, tok_s(&r), sp);
+            fflush(stdout);
+            fprintf(csv, "%d,%d,%.4f,%.2f,%.2f,%.4f,%lld,%lld,%lld,%s\n", ev[i], kvals[j], a, tok_s(&r), tok_s(&arr), sp,
+                    (long long)r.drafted, (long long)r.accepted, (long long)r.rounds,
+                    base->sampling.temperature > 0 ? "n/a" : match ? "yes" : "no");
+        }
+        printf("\n");
+    }
+    if (csv) fclose(csv);
+    if (rc == 0) {
+        printf("cells: acceptance, tok/s, speedup over autoregressive\nwrote %s and %s\n", o->csv, o->heatmap);
+        if (!ls_heatmap_png(o->heatmap, "speedup over autoregressive (E x k)", ev, ne, "E=", kvals, nk, "k", speed, 2, "x")) {
+            fprintf(stderr, "layerskip-bench: cannot write --heatmap %s\n", o->heatmap);
+            rc = 1;
+        }
+    }
+    free(ev); free(kvals); free(speed); free(acc);
+out:
+    free_outs(ar_out, ps.n);
+    free_outs(sp_out, ps.n);
+    free(ar_n); free(sp_n);
+    prompt_set_free(&ps);
+    return rc;
+}
+
+static int run_compare(const opts *o, ls_ctx *ctx, ls_kv *kv, const ls_tokenizer *tok, const char *text,
+                       bool add_bos, const ls_gen_params *base) {
+    prompt_set ps;
+    if (!prompt_set_build(&ps, tok, text, add_bos)) {
+        fprintf(stderr, "layerskip-bench: no prompts to compare (one per line of --prompt-file)\n");
+        return 1;
+    }
+    ls_err err;
+    ls_gen_params ar = *base, sp = *base;
+    ar.strategy = LS_STRATEGY_AUTOREGRESSIVE;
+    ar.sampling.temperature = sp.sampling.temperature = 0; /* the reference's check is greedy */
+    int32_t **ar_out = alloc_outs(ps.n, base->n_predict), **sp_out = alloc_outs(ps.n, base->n_predict);
+    int *ar_n = calloc((size_t)ps.n, sizeof(int)), *sp_n = calloc((size_t)ps.n, sizeof(int));
+    pass_result ra, rs;
+    int rc = 0;
+    if (run_pass(ctx, kv, &ps, &ar, ar_out, ar_n, &ra, &err) != LS_OK ||
+        run_pass(ctx, kv, &ps, &sp, sp_out, sp_n, &rs, &err) != LS_OK) {
+        fprintf(stderr, "layerskip-bench: %s\n", err.msg);
+        rc = 1;
+    } else {
+        int differ = 0;
+        for (int i = 0; i < ps.n; i++)
+            if (!same_outputs(ar_out + i, ar_n + i, sp_out + i, sp_n + i, 1)) differ++;
+        double a = rs.drafted ? (double)rs.accepted / (double)rs.drafted : 0;
+        if (o->json) {
+            printf("{\"prompts\":%d,\"n_predict\":%d,\"exit_layer\":%d,\"num_speculations\":%d,"
+                   "\"autoregressive_tok_s\":%.3f,\"self_speculative_tok_s\":%.3f,\"speedup\":%.4f,"
+                   "\"acceptance_rate\":%.4f,\"outputs_differ\":%d}\n",
+                   ps.n, base->n_predict, base->exit_layer, base->num_speculations, tok_s(&ra), tok_s(&rs),
+                   tok_s(&ra) > 0 ? tok_s(&rs) / tok_s(&ra) : 0, a, differ);
+        } else {
+            printf("%d prompts x %d tokens, E=%d k=%d\n"
+                   "autoregressive    %.1f tok/s\nself_speculative  %.1f tok/s (acceptance %.1f%%)\n"
+                   "speedup %.2fx; greedy outputs %s (%d of %d prompts differ)\n",
+                   ps.n, base->n_predict, base->exit_layer, base->num_speculations, tok_s(&ra), tok_s(&rs),
+                   100 * a, tok_s(&ra) > 0 ? tok_s(&rs) / tok_s(&ra) : 0, differ ? "DIFFER" : "match", differ, ps.n);
+        }
+        if (differ) rc = 3;
+    }
+    free_outs(ar_out, ps.n);
+    free_outs(sp_out, ps.n);
+    free(ar_n); free(sp_n);
+    prompt_set_free(&ps);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     opts o = {.prompt = "The capital of France is", .n_predict = 64, .threads = 2,
-              .ctx = 2048, .batch = 256, .runs = 1};
+              .ctx = 2048, .batch = 256, .runs = 1, .num_speculations = 4,
+              .csv = "sweep.csv", .heatmap = "sweep.png"};
     ls_sampling_default(&o.sampling);
     enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_RUNS, O_JSON,
-           O_TOKENIZE, O_NOBOS, O_IGNEOS, O_FAST };
+           O_TOKENIZE, O_NOBOS, O_IGNEOS, O_FAST, O_STRAT, O_EXIT, O_NSPEC, O_DMINP, O_SWE, O_SWK, O_CSV,
+           O_HEAT, O_CMP };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"prompt-file", required_argument, 0, 'f'}, {"n-predict", required_argument, 0, 'n'},
@@ -166,6 +401,11 @@ int main(int argc, char **argv) {
         {"seed", required_argument, 0, O_SEED}, {"runs", required_argument, 0, O_RUNS},
         {"json", no_argument, 0, O_JSON}, {"tokenize", required_argument, 0, O_TOKENIZE},
         {"no-bos", no_argument, 0, O_NOBOS}, {"ignore-eos", no_argument, 0, O_IGNEOS}, {"fast-math", no_argument, 0, O_FAST},
+        {"generation-strategy", required_argument, 0, O_STRAT}, {"exit-layer", required_argument, 0, O_EXIT},
+        {"num-speculations", required_argument, 0, O_NSPEC}, {"draft-min-p", required_argument, 0, O_DMINP},
+        {"sweep-exit", required_argument, 0, O_SWE}, {"sweep-k", required_argument, 0, O_SWK},
+        {"csv", required_argument, 0, O_CSV}, {"heatmap", required_argument, 0, O_HEAT},
+        {"compare", no_argument, 0, O_CMP},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     opterr = 0;
@@ -198,6 +438,15 @@ int main(int argc, char **argv) {
         case O_NOBOS: o.no_bos = true; break;
         case O_IGNEOS: o.ignore_eos = true; break;
         case O_FAST: o.fast_math = true; break;
+        case O_STRAT: o.strategy = optarg; break;
+        case O_EXIT: if (!parse_int(optarg, -1000000, 1000000, &o.exit_layer)) return die_usage("--exit-layer needs an integer, got '%s'", optarg); break;
+        case O_NSPEC: if (!parse_int(optarg, -1000000, 1000000, &o.num_speculations)) return die_usage("--num-speculations needs an integer, got '%s'", optarg); break;
+        case O_DMINP: if (!parse_float(optarg, &o.draft_min_p)) return die_usage("--draft-min-p needs a number in [0, 1], got '%s'", optarg); break;
+        case O_SWE: o.sweep_exit = optarg; break;
+        case O_SWK: o.sweep_k = optarg; break;
+        case O_CSV: o.csv = optarg; break;
+        case O_HEAT: o.heatmap = optarg; break;
+        case O_CMP: o.compare = true; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default:
             if (optopt) {
@@ -211,6 +460,14 @@ int main(int argc, char **argv) {
     if (!o.model) return die_usage("%s", "--model PATH is required (a .gguf file or a Hugging Face directory)");
     ls_err err = {{0}};
     if (ls_sampling_check(&o.sampling, &err) != LS_OK) return die_usage("%s", err.msg);
+    ls_strategy strategy = LS_STRATEGY_AUTOREGRESSIVE;
+    if (o.strategy && ls_strategy_parse(o.strategy, &strategy, &err) != LS_OK)
+        return die_usage("--generation-strategy: %s", err.msg);
+    int sweep_e[3] = {0, 0, 1}, sweep_k[3] = {0, 0, 1};
+    if ((o.sweep_exit != NULL) != (o.sweep_k != NULL))
+        return die_usage("%s", "--sweep-exit and --sweep-k go together");
+    if (o.sweep_exit && (!parse_range(o.sweep_exit, sweep_e) || !parse_range(o.sweep_k, sweep_k)))
+        return die_usage("%s", "--sweep-exit A:B[:S] and --sweep-k A:B[:S] take integer ranges with A <= B and S >= 1");
 
     double t0 = ls_time_ms();
     ls_model *model;
@@ -256,21 +513,44 @@ int main(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    if (n + o.n_predict > o.ctx) {
+    if (!o.sweep_exit && !o.compare && n + o.n_predict > o.ctx) {
         fprintf(stderr, "layerskip-bench: prompt (%lld tokens) + -n %d exceeds --ctx %d; raise --ctx or lower -n\n",
                 (long long)n, o.n_predict, o.ctx);
         rc = 1;
         goto done;
     }
-    if (ls_ctx_create(model, o.threads, o.batch, &ctx, &err) != LS_OK ||
+    if (o.exit_layer == 0) o.exit_layer = cfg->n_layers / 4 > 0 ? cfg->n_layers / 4 : 1;
+    ls_gen_params gp = {.n_predict = o.n_predict, .sampling = o.sampling, .ignore_eog = o.ignore_eos,
+                        .strategy = strategy, .exit_layer = o.exit_layer,
+                        .num_speculations = o.num_speculations, .draft_min_p = o.draft_min_p};
+    if (o.sweep_exit || o.compare) gp.strategy = LS_STRATEGY_SELF_SPECULATIVE;
+    if (o.sweep_exit) {
+        gp.exit_layer = sweep_e[0];
+        gp.num_speculations = sweep_k[0];
+    }
+    for (int pass = 0; pass < (o.sweep_exit ? 2 : 1); pass++) { /* both ends of a sweep */
+        if (pass) { gp.exit_layer = sweep_e[1]; gp.num_speculations = sweep_k[1]; }
+        if (ls_gen_params_check(&gp, cfg->n_layers, &err) != LS_OK) {
+            fprintf(stderr, "layerskip-bench: %s\n(run layerskip-bench --help for the options)\n", err.msg);
+            rc = 2;
+            goto done;
+        }
+    }
+    int max_k = o.sweep_exit ? sweep_k[1] : gp.num_speculations;
+    if (ls_ctx_create(model, o.threads, o.batch > max_k + 1 ? o.batch : max_k + 1, &ctx, &err) != LS_OK ||
         ls_kv_create(model, 0, cfg->n_layers, o.ctx, &kv, &err) != LS_OK) {
         fprintf(stderr, "layerskip-bench: %s\n", err.msg);
         rc = 1;
         goto done;
     }
     ls_ctx_set_exact(ctx, !o.fast_math);
+    if (o.sweep_exit || o.compare) {
+        gp.sampling.temperature = o.sampling.temperature;
+        rc = o.sweep_exit ? run_sweep(&o, ctx, kv, tok, prompt, add_bos, &gp, sweep_e, sweep_k)
+                          : run_compare(&o, ctx, kv, tok, prompt, add_bos, &gp);
+        goto done;
+    }
     out_ids = malloc(sizeof(int32_t) * (size_t)(o.n_predict + 1));
-    ls_gen_params gp = {.n_predict = o.n_predict, .sampling = o.sampling, .ignore_eog = o.ignore_eos};
     double *pre = calloc((size_t)o.runs, sizeof(double)), *dec = calloc((size_t)o.runs, sizeof(double));
     ls_gen_stats stats = {0};
     stream_state ss = {.tok = tok, .print = !o.json};
@@ -333,10 +613,22 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "decode_ms", dec_ms);
         cJSON_AddNumberToObject(j, "prefill_tok_s", prefill_tok_s);
         cJSON_AddNumberToObject(j, "decode_tok_s", decode_tok_s);
+        cJSON_AddNumberToObject(j, "time_per_token_ms", stats.n_generated ? dec_ms / stats.n_generated : 0);
         cJSON_AddNumberToObject(j, "load_ms", load_ms);
         cJSON_AddNumberToObject(j, "peak_rss_mb", peak_rss_mb());
         cJSON_AddNumberToObject(j, "threads", o.threads);
         cJSON_AddNumberToObject(j, "runs", o.runs);
+        cJSON_AddStringToObject(j, "strategy", ls_strategy_name(gp.strategy));
+        cJSON_AddNumberToObject(j, "exit_layer", gp.strategy == LS_STRATEGY_AUTOREGRESSIVE ? cfg->n_layers : gp.exit_layer);
+        cJSON_AddNumberToObject(j, "num_speculations", gp.strategy == LS_STRATEGY_SELF_SPECULATIVE ? gp.num_speculations : 0);
+        cJSON_AddNumberToObject(j, "drafted", (double)stats.drafted);
+        cJSON_AddNumberToObject(j, "accepted", (double)stats.accepted);
+        cJSON_AddNumberToObject(j, "acceptance_rate", stats.drafted ? (double)stats.accepted / (double)stats.drafted : 0);
+        cJSON_AddNumberToObject(j, "rounds", (double)stats.rounds);
+        cJSON *hist = cJSON_AddArrayToObject(j, "accepted_per_round");
+        int last = 0;
+        for (int i = 0; i <= LS_MAX_SPECULATIONS; i++) if (stats.accept_hist[i]) last = i;
+        for (int i = 0; stats.rounds && i <= last; i++) cJSON_AddItemToArray(hist, cJSON_CreateNumber((double)stats.accept_hist[i]));
         char *s = cJSON_PrintUnformatted(j);
         puts(s);
         free(s);
@@ -349,6 +641,12 @@ int main(int argc, char **argv) {
                 cfg->name, (long long)n, stats.n_generated, ls_finish_name(stats.finish), pre_ms,
                 prefill_tok_s, dec_ms, decode_tok_s, load_ms, peak_rss_mb(),
                 o.runs > 1 ? " (medians)" : "");
+        if (gp.strategy != LS_STRATEGY_AUTOREGRESSIVE)
+            fprintf(stderr, "%s E=%d k=%d: %.2f ms/token, drafted %lld, accepted %lld (%.1f%%), %lld rounds\n",
+                    ls_strategy_name(gp.strategy), gp.exit_layer, gp.num_speculations,
+                    stats.n_generated ? dec_ms / stats.n_generated : 0, (long long)stats.drafted,
+                    (long long)stats.accepted, stats.drafted ? 100.0 * stats.accepted / stats.drafted : 0,
+                    (long long)stats.rounds);
     }
 done:
     free(text);

@@ -1,5 +1,7 @@
 /* generate.h: generation loops built on the two primitives (ls_forward and
- * ls_exit_head): prompt processing in batches, then one token at a time. */
+ * ls_exit_head): prompt processing in batches, then one token at a time
+ * (autoregressive), from an early exit (early_exit), or drafted by the first
+ * layers and verified by the rest (self_speculative, LAYERSKIP.md). */
 #ifndef LS_GENERATE_H
 #define LS_GENERATE_H
 
@@ -14,18 +16,47 @@ typedef enum ls_finish {
 } ls_finish;
 const char *ls_finish_name(ls_finish f);
 
+typedef enum ls_strategy {
+    LS_STRATEGY_AUTOREGRESSIVE = 0, /* all layers, one token at a time */
+    LS_STRATEGY_EARLY_EXIT = 1,     /* layers [0, E) + exit head, prompt included; no verification */
+    LS_STRATEGY_SELF_SPECULATIVE = 2, /* draft with [0, E), verify with [E, L): output of autoregressive */
+} ls_strategy;
+/* "autoregressive", "early_exit", "self_speculative" */
+const char *ls_strategy_name(ls_strategy s);
+/* the inverse of ls_strategy_name; the error lists the valid names */
+ls_status ls_strategy_parse(const char *name, ls_strategy *out, ls_err *err);
+
+#define LS_MAX_SPECULATIONS 32
+
 typedef struct ls_gen_params {
     int32_t n_predict;     /* tokens to generate at most */
     ls_sampling sampling;
     bool ignore_eog;       /* keep going past end-of-generation tokens */
+    /* zero-initialised: autoregressive, and the fields below are ignored */
+    ls_strategy strategy;
+    int32_t exit_layer;       /* E in [1, L-1]: early_exit and self_speculative */
+    int32_t num_speculations; /* k in [1, LS_MAX_SPECULATIONS]: drafts per round (self_speculative) */
+    /* stop a round's drafting when the draft softmax's top probability (raw
+     * logits, before penalty and warpers) is below this; 0 = off, <= 1 */
+    float draft_min_p;
 } ls_gen_params;
+/* message naming the bad field (strategy, exit_layer, num_speculations,
+ * draft_min_p, n_predict, sampling), or LS_OK; n_layers from the model */
+ls_status ls_gen_params_check(const ls_gen_params *p, int n_layers, ls_err *err);
 
 typedef struct ls_gen_stats {
     int32_t n_prompt;
     int32_t n_generated;
-    double prefill_ms;     /* prompt processing up to the first token's logits */
+    double prefill_ms;     /* prompt processing up to the first token's logits;
+                            * self_speculative: all prompt tokens but the last,
+                            * which starts the first round (decode_ms) */
     double decode_ms;      /* everything after */
     ls_finish finish;
+    /* self_speculative only (zero otherwise); acceptance rate = accepted / drafted */
+    int64_t drafted;       /* draft tokens proposed by layers [0, E) */
+    int64_t accepted;      /* of those, accepted by the verification */
+    int64_t rounds;        /* verification rounds (one [E, L) call each) */
+    int64_t accept_hist[LS_MAX_SPECULATIONS + 1]; /* rounds by drafts accepted, 0..32 */
 } ls_gen_stats;
 
 /* called for every generated token; return false to stop */
@@ -36,8 +67,11 @@ typedef bool (*ls_token_cb)(void *user, int32_t token);
 ls_status ls_prefill(ls_ctx *c, ls_kv *kv, const int32_t *tokens, int n, int pos,
                      float *logits_last, ls_err *err);
 
-/* Autoregressive generation from an empty cache. out_tokens (n_predict
- * entries) receives the generated ids. */
+/* Generation from an empty cache with p->strategy. out_tokens (n_predict
+ * entries) receives the generated ids. The cache must hold layers [0, L) and
+ * self_speculative needs a context with max_batch >= num_speculations + 1.
+ * Greedy self_speculative output equals autoregressive output token for
+ * token (exact mode); with sampling both follow the same distribution. */
 ls_status ls_generate(ls_ctx *c, ls_kv *kv, const int32_t *prompt, int n_prompt,
                       const ls_gen_params *p, int32_t *out_tokens, ls_token_cb cb,
                       void *user, ls_gen_stats *stats, ls_err *err);
