@@ -81,10 +81,75 @@ static void test_bad_flags(void) {
     }
 }
 
+/* the LayerSkip modes: strategy flags in --json, --compare (greedy outputs
+ * must match), a small --sweep writing its CSV and PNG */
+static void test_layerskip_modes(void) {
+    int rc;
+    char *out = run("--prompt 'The capital of France is' -n 12 --generation-strategy self_speculative "
+                    "--exit-layer 20 --num-speculations 3 --json", &rc);
+    CHECK_EQ_INT(rc, 0);
+    cJSON *j = cJSON_Parse(out);
+    REQUIRE(j != NULL);
+    CHECK_STR_EQ(cJSON_GetObjectItem(j, "strategy")->valuestring, "self_speculative");
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "exit_layer")->valueint, 20);
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "num_speculations")->valueint, 3);
+    CHECK(cJSON_GetObjectItem(j, "drafted")->valueint > 0);
+    CHECK(cJSON_GetObjectItem(j, "acceptance_rate") != NULL);
+    CHECK(strncmp(cJSON_GetObjectItem(j, "text")->valuestring, " Paris.", 7) == 0);
+    cJSON_Delete(j);
+    free(out);
+
+    char prompts[512], csv[512], png[512], args[2048];
+    snprintf(prompts, sizeof prompts, "%s", tu_tmp_path("bench-prompts.txt"));
+    snprintf(csv, sizeof csv, "%s", tu_tmp_path("bench-sweep.csv"));
+    snprintf(png, sizeof png, "%s", tu_tmp_path("bench-sweep.png"));
+    FILE *f = fopen(prompts, "w");
+    REQUIRE(f);
+    fputs("The capital of France is\nOnce upon a time\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "-f %s -n 8 --compare --exit-layer 10 --num-speculations 2 --json", prompts);
+    out = run(args, &rc);
+    CHECK_EQ_INT(rc, 0);
+    j = cJSON_Parse(out);
+    REQUIRE(j != NULL);
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "prompts")->valueint, 2);
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "outputs_differ")->valueint, 0);
+    cJSON_Delete(j);
+    free(out);
+
+    snprintf(args, sizeof args, "-f %s -n 6 --sweep-exit 10:20:10 --sweep-k 1:2 --csv %s --heatmap %s", prompts, csv, png);
+    out = run(args, &rc);
+    CHECK_EQ_INT(rc, 0);
+    free(out);
+    char *table = tu_read_file(csv, NULL);
+    REQUIRE(table);
+    int lines = 0;
+    for (char *c = table; *c; c++) lines += *c == '\n';
+    CHECK_EQ_INT(lines, 1 + 2 * 2); /* header + E {10, 20} x k {1, 2} */
+    CHECK(strstr(table, "exit_layer,num_speculations,acceptance_rate") == table);
+    CHECK(strstr(table, ",no\n") == NULL); /* greedy outputs matched everywhere */
+    free(table);
+    size_t n;
+    char *img = tu_read_file(png, &n);
+    CHECK(img && n > 100 && memcmp(img, "\x89PNG\r\n\x1a\n", 8) == 0);
+    free(img);
+
+    out = run("--generation-strategy nope", &rc);
+    CHECK_EQ_INT(rc, 2);
+    free(out);
+    out = run("--generation-strategy early_exit --exit-layer 0", &rc);
+    CHECK_EQ_INT(rc, 2);
+    free(out);
+    out = run("--generation-strategy self_speculative --num-speculations 33", &rc);
+    CHECK_EQ_INT(rc, 2);
+    free(out);
+}
+
 int main(void) {
     RUN(test_json);
     RUN(test_tokenize);
     RUN(test_seeded_sampling);
     RUN(test_bad_flags);
+    RUN(test_layerskip_modes);
     TEST_MAIN_END();
 }

@@ -384,7 +384,7 @@ static int run_compare(const opts *o, ls_ctx *ctx, ls_kv *kv, const ls_tokenizer
 
 int main(int argc, char **argv) {
     opts o = {.prompt = "The capital of France is", .n_predict = 64, .threads = 2,
-              .ctx = 2048, .batch = 256, .runs = 1, .num_speculations = 4,
+              .ctx = 2048, .batch = 256, .runs = 1, .exit_layer = -1000001, .num_speculations = 4,
               .csv = "sweep.csv", .heatmap = "sweep.png"};
     ls_sampling_default(&o.sampling);
     enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_RUNS, O_JSON,
@@ -519,7 +519,7 @@ int main(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    if (o.exit_layer == 0) o.exit_layer = cfg->n_layers / 4 > 0 ? cfg->n_layers / 4 : 1;
+    if (o.exit_layer == -1000001) o.exit_layer = cfg->n_layers / 4 > 0 ? cfg->n_layers / 4 : 1; /* not given */
     ls_gen_params gp = {.n_predict = o.n_predict, .sampling = o.sampling, .ignore_eog = o.ignore_eos,
                         .strategy = strategy, .exit_layer = o.exit_layer,
                         .num_speculations = o.num_speculations, .draft_min_p = o.draft_min_p};
