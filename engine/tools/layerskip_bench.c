@@ -50,6 +50,8 @@ static const char *usage_text =
     "      --heatmap FILE        sweep heat map, PNG (default sweep.png)\n"
     "      --compare             run autoregressive and self_speculative (greedy) on the prompts,\n"
     "                            report the speedup and whether the outputs matched\n"
+    "      --verify-cost         time one pass of layers [E, L) over k+1 positions against one\n"
+    "                            position, for k = 0..--num-speculations (medians of --runs)\n"
     "      --fast-math           allow batch-size-dependent arithmetic (OpenBLAS sgemm for large\n"
     "                            prompt batches, reordered Q4_1 sums): may be faster, no longer\n"
     "                            bit-identical to llama.cpp (default: exact)\n"
@@ -68,7 +70,7 @@ static const char *usage_text =
 typedef struct opts {
     const char *model, *prompt, *prompt_file, *tokenize;
     int n_predict, threads, ctx, batch, runs;
-    bool json, no_bos, ignore_eos, fast_math, compare;
+    bool json, no_bos, ignore_eos, fast_math, compare, verify_cost;
     const char *strategy, *sweep_exit, *sweep_k, *csv, *heatmap;
     int exit_layer, num_speculations;
     float draft_min_p;
@@ -382,6 +384,53 @@ static int run_compare(const opts *o, ls_ctx *ctx, ls_kv *kv, const ls_tokenizer
     return rc;
 }
 
+/* the price of verification: layers [E, L) over k+1 positions in one call
+ * against one position, at the position after the prompt */
+static int run_verify_cost(const opts *o, ls_ctx *ctx, ls_kv *kv, const ls_model *model,
+                           const int32_t *ids, int n, const ls_gen_params *gp) {
+    const ls_config *cfg = ls_model_config(model);
+    const int E = gp->exit_layer, K = gp->num_speculations, reps = o->runs > 1 ? o->runs : 20;
+    ls_err err;
+    float *logits = malloc(sizeof(float) * (size_t)cfg->n_vocab * (size_t)(K + 1));
+    float *hidden = malloc(sizeof(float) * (size_t)cfg->dim * (size_t)(K + 1));
+    int rc = 0;
+    if (n + K + 1 > ls_kv_n_ctx(kv) || ls_prefill(ctx, kv, ids, n, 0, logits, &err) != LS_OK) {
+        fprintf(stderr, "layerskip-bench: %s\n", n + K + 1 > ls_kv_n_ctx(kv) ? "prompt too long for --ctx" : err.msg);
+        rc = 1;
+        goto out;
+    }
+    /* inputs: the exit states of k+1 copies of the last prompt token */
+    int32_t *toks = malloc(sizeof(int32_t) * (size_t)(K + 1));
+    for (int i = 0; i <= K; i++) toks[i] = ids[n - 1];
+    ls_embed(ctx, toks, K + 1, hidden, &err);
+    free(toks);
+    double *t = malloc(sizeof(double) * (size_t)reps), base = 0;
+    printf("layers [%d, %d) + exit head, position %d, median of %d\n%4s %10s %8s\n", E, cfg->n_layers, n, reps, "k+1",
+           "ms", "vs 1");
+    for (int m = 1; m <= K + 1; m++) {
+        for (int r = 0; r < reps; r++) {
+            ls_kv_truncate(kv, 0, cfg->n_layers, n);
+            double t0 = ls_time_ms();
+            if (ls_forward(ctx, kv, E, cfg->n_layers, n, m, hidden, &err) != LS_OK ||
+                ls_exit_head(ctx, hidden, m, logits, &err) != LS_OK) {
+                fprintf(stderr, "layerskip-bench: %s\n", err.msg);
+                rc = 1;
+                free(t);
+                goto out;
+            }
+            t[r] = ls_time_ms() - t0;
+        }
+        double med = median(t, reps);
+        if (m == 1) base = med;
+        printf("%4d %10.3f %7.2fx\n", m, med, med / base);
+    }
+    free(t);
+out:
+    free(logits);
+    free(hidden);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     opts o = {.prompt = "The capital of France is", .n_predict = 64, .threads = 2,
               .ctx = 2048, .batch = 256, .runs = 1, .exit_layer = -1000001, .num_speculations = 4,
@@ -389,7 +438,7 @@ int main(int argc, char **argv) {
     ls_sampling_default(&o.sampling);
     enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_RUNS, O_JSON,
            O_TOKENIZE, O_NOBOS, O_IGNEOS, O_FAST, O_STRAT, O_EXIT, O_NSPEC, O_DMINP, O_SWE, O_SWK, O_CSV,
-           O_HEAT, O_CMP };
+           O_HEAT, O_CMP, O_VCOST };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"prompt-file", required_argument, 0, 'f'}, {"n-predict", required_argument, 0, 'n'},
@@ -405,7 +454,7 @@ int main(int argc, char **argv) {
         {"num-speculations", required_argument, 0, O_NSPEC}, {"draft-min-p", required_argument, 0, O_DMINP},
         {"sweep-exit", required_argument, 0, O_SWE}, {"sweep-k", required_argument, 0, O_SWK},
         {"csv", required_argument, 0, O_CSV}, {"heatmap", required_argument, 0, O_HEAT},
-        {"compare", no_argument, 0, O_CMP},
+        {"compare", no_argument, 0, O_CMP}, {"verify-cost", no_argument, 0, O_VCOST},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     opterr = 0;
@@ -447,6 +496,7 @@ int main(int argc, char **argv) {
         case O_CSV: o.csv = optarg; break;
         case O_HEAT: o.heatmap = optarg; break;
         case O_CMP: o.compare = true; break;
+        case O_VCOST: o.verify_cost = true; break;
         case 'h': fputs(usage_text, stdout); return 0;
         default:
             if (optopt) {
@@ -544,8 +594,11 @@ int main(int argc, char **argv) {
         goto done;
     }
     ls_ctx_set_exact(ctx, !o.fast_math);
+    if (o.verify_cost) {
+        rc = run_verify_cost(&o, ctx, kv, model, prompt_ids, (int)n, &gp);
+        goto done;
+    }
     if (o.sweep_exit || o.compare) {
-        gp.sampling.temperature = o.sampling.temperature;
         rc = o.sweep_exit ? run_sweep(&o, ctx, kv, tok, prompt, add_bos, &gp, sweep_e, sweep_k)
                           : run_compare(&o, ctx, kv, tok, prompt, add_bos, &gp);
         goto done;
