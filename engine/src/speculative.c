@@ -2,8 +2,9 @@
  * [0, E) + the exit head draft up to k tokens one at a time; layers [E, L)
  * then verify all of them in one ls_forward call over the kept exit states
  * (the output of layer E-1), and the cache is cut back to what was accepted.
- * Every drafted position runs layers [0, E) once (kept or rolled back) and
- * every verified position runs layers [E, L) once. In exact mode a
+ * Every drafted position runs layers [0, E) once (kept or rolled back),
+ * every verified position runs layers [E, L) once, and the exit head runs
+ * on verified positions up to the first rejection only. In exact mode a
  * position's result does not depend on its batch, so greedy output equals
  * autoregressive output bit for bit; sampling uses the speculative-sampling
  * rule, whose output follows the full model's distribution. */
@@ -68,12 +69,11 @@ ls_status ls_generate_self_speculative(ls_gen_run *r, const int32_t *prompt, int
                           "max_batch >= %d (it has %d)", K, K + 1, K + 1, ls_ctx_max_batch(r->c));
 
     float *h = malloc(sizeof(float) * (size_t)(K + 1) * D);            /* (K+1, dim) exit states */
-    float *dlogits = malloc(sizeof(float) * (size_t)V);                /* (n_vocab) a draft's logits */
-    float *flogits = malloc(sizeof(float) * (size_t)(K + 1) * V);      /* (K+1, n_vocab) verification */
+    float *logits = malloc(sizeof(float) * (size_t)V);                 /* (n_vocab) one position's logits */
     float *dense = calloc((size_t)V, sizeof(float));                   /* (n_vocab) residual scratch */
     ls_dist *q = calloc((size_t)K, sizeof(ls_dist));                   /* a round's draft distributions */
     ls_dist pf = {0};
-    bool ok = h && dlogits && flogits && dense && q && ls_dist_init(&pf, V) == LS_OK;
+    bool ok = h && logits && dense && q && ls_dist_init(&pf, V) == LS_OK;
     /* greedy keeps only each draft's argmax, in q[0] */
     for (int i = 0; ok && i < (greedy ? 1 : K); i++) ok = ls_dist_init(&q[i], V) == LS_OK;
     ls_status st = LS_OK;
@@ -102,25 +102,28 @@ ls_status ls_generate_self_speculative(ls_gen_run *r, const int32_t *prompt, int
             if (st == LS_OK) st = ls_forward(r->c, r->kv, 0, E, pos + m, 1, hm, err);
             if (st != LS_OK || m == m_max) break;
             if (m > 0 && !p->ignore_eog && ls_tokenizer_is_eog(r->tok, tokens[m])) break;
-            st = ls_exit_head(r->c, hm, 1, dlogits, err);
+            st = ls_exit_head(r->c, hm, 1, logits, err);
             if (st != LS_OK) break;
-            if (p->draft_min_p > 0 && top_prob(dlogits, V) < p->draft_min_p) break;
+            if (p->draft_min_p > 0 && top_prob(logits, V) < p->draft_min_p) break;
             ls_dist *qm = &q[greedy ? 0 : m];
-            ls_sampler_probs(&p->sampling, dlogits, V, r->history, r->n_hist + m, qm);
+            ls_sampler_probs(&p->sampling, logits, V, r->history, r->n_hist + m, qm);
             tokens[m + 1] = dist_pick(qm, &r->rng);
             r->history[r->n_hist + m] = tokens[m + 1];
         }
         if (st != LS_OK) break;
 
-        /* verify: layers [E, L) over the m + 1 exit states in one call */
+        /* verify: layers [E, L) over the m + 1 exit states in one call; the
+         * head runs position by position and stops at the first rejection
+         * (logits past it would be thrown away) */
         st = ls_forward(r->c, r->kv, E, L, pos, m + 1, h, err);
-        if (st == LS_OK) st = ls_exit_head(r->c, h, m + 1, flogits, err);
-        if (st != LS_OK) break;
         int n = 0;
         int32_t next = -1;
-        for (; n < m; n++) {
-            /* the full distribution at pos + n, with the draft's history */
-            ls_sampler_probs(&p->sampling, flogits + (size_t)n * V, V, r->history, r->n_hist + n, &pf);
+        for (; st == LS_OK; n++) {
+            st = ls_exit_head(r->c, h + (size_t)n * D, 1, logits, err);
+            if (st != LS_OK) break;
+            /* the full distribution at pos + n, with the history its draft saw */
+            ls_sampler_probs(&p->sampling, logits, V, r->history, r->n_hist + n, &pf);
+            if (n == m) { next = dist_pick(&pf, &r->rng); break; } /* all accepted: the bonus token */
             const int32_t d = tokens[n + 1];
             if (greedy) {
                 if (pf.ids[0] != d) { next = pf.ids[0]; break; }
@@ -131,10 +134,7 @@ ls_status ls_generate_self_speculative(ls_gen_run *r, const int32_t *prompt, int
             next = draw_residual(&pf, &q[n], dense, &r->rng);
             break;
         }
-        if (n == m) { /* all accepted: the bonus token */
-            ls_sampler_probs(&p->sampling, flogits + (size_t)m * V, V, r->history, r->n_hist + m, &pf);
-            next = dist_pick(&pf, &r->rng);
-        }
+        if (st != LS_OK) break;
         stats->drafted += m;
         stats->accepted += n;
         stats->rounds++;
@@ -150,7 +150,7 @@ ls_status ls_generate_self_speculative(ls_gen_run *r, const int32_t *prompt, int
         tokens[0] = next;
     }
     stats->decode_ms = ls_time_ms() - t1;
-    free(h); free(dlogits); free(flogits); free(dense);
+    free(h); free(logits); free(dense);
     for (int i = 0; q && i < K; i++) ls_dist_free(&q[i]);
     free(q);
     ls_dist_free(&pf);
