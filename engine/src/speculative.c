@@ -140,13 +140,20 @@ ls_status ls_generate_self_speculative(ls_gen_run *r, const int32_t *prompt, int
         stats->rounds++;
         stats->accept_hist[n]++;
 
-        /* rollback: positions pos..pos+n hold the newest token and the
-         * accepted drafts; `next` is not cached, it starts the next round */
-        ls_kv_truncate(r->kv, 0, L, pos + n + 1);
-        pos += n + 1;
+        /* emit the accepted drafts and `next`, then roll back: the cache
+         * keeps the newest token and the emitted tokens but the last one
+         * (not cached: it starts the next round), as autoregressive decoding
+         * leaves it, also when generation stops mid-round */
+        int emitted = 0;
         bool more = true;
-        for (int i = 1; more && i <= n; i++) more = ls_gen_emit(r, tokens[i]);
-        if (!more || !ls_gen_emit(r, next)) break;
+        while (more && emitted < n) more = ls_gen_emit(r, tokens[1 + emitted++]);
+        if (more) {
+            more = ls_gen_emit(r, next);
+            emitted++;
+        }
+        ls_kv_truncate(r->kv, 0, L, pos + emitted);
+        pos += emitted;
+        if (!more) break;
         tokens[0] = next;
     }
     stats->decode_ms = ls_time_ms() - t1;

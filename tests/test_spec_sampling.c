@@ -1,0 +1,235 @@
+/* Self-speculative sampling follows the full model's distribution, not the
+ * draft's. A random 4-layer model over a 16-token vocabulary (written here)
+ * drafts with layer 0 only (E = 1), whose next-token distribution differs
+ * from the full model's. 20,000 seeded generations (k = 4, three tokens, so
+ * the first round drafts two): the first token's counts pass a chi-square
+ * test against the full model's warped next-token distribution (p > 0.01)
+ * and fail one against the draft's (p < 0.01); the joint counts of the first
+ * two tokens (second draft accepted or rejected, bonus or correction) pass
+ * against p_full(t1) p_full(t2 | t1). Two warper settings: plain temperature
+ * 1, and temperature 0.7 + top-k 8 + top-p 0.9 + repetition penalty 1.3
+ * (different supports for draft and full, and a history that includes the
+ * earlier draft). The seeds are fixed, so the outcome is deterministic. */
+#include "test_util.h"
+#include "gguf_writer.h"
+#include "random_model.h"
+#include "layerskip/engine.h"
+#include "layerskip/generate.h"
+
+#define V 16
+#define N_SAMPLES 20000
+#define E_EXIT 1
+
+/* ------------------------------------------------------------ chi-square */
+
+/* regularized lower incomplete gamma P(a, x): series for x < a + 1 */
+static double gamma_p_series(double a, double x) {
+    double term = 1.0 / a, sum = term;
+    for (int n = 1; n < 10000; n++) {
+        term *= x / (a + n);
+        sum += term;
+        if (fabs(term) < fabs(sum) * 1e-15) break;
+    }
+    return sum * exp(-x + a * log(x) - lgamma(a));
+}
+
+/* regularized upper incomplete gamma Q(a, x): continued fraction (modified
+ * Lentz) for x >= a + 1 */
+static double gamma_q_cf(double a, double x) {
+    const double tiny = 1e-300;
+    double b = x + 1 - a, c = 1 / tiny, d = 1 / b, h = d;
+    for (int i = 1; i < 10000; i++) {
+        double an = -i * (i - a);
+        b += 2;
+        d = an * d + b;
+        if (fabs(d) < tiny) d = tiny;
+        c = b + an / c;
+        if (fabs(c) < tiny) c = tiny;
+        d = 1 / d;
+        double del = d * c;
+        h *= del;
+        if (fabs(del - 1) < 1e-15) break;
+    }
+    return exp(-x + a * log(x) - lgamma(a)) * h;
+}
+
+/* P(chi2_df >= x) */
+static double chi2_sf(double x, int df) {
+    if (x <= 0) return 1;
+    double a = df / 2.0, hx = x / 2.0;
+    return hx < a + 1 ? 1 - gamma_p_series(a, hx) : gamma_q_cf(a, hx);
+}
+
+/* Pearson's test of counts[0..n) against probabilities want[0..n); cells
+ * expecting fewer than 5 are pooled. A count where want is 0 gives p = 0. */
+static double chi2_pvalue(const long *counts, const double *want, int n, long total, int *df_out) {
+    double stat = 0, pool_obs = 0, pool_exp = 0;
+    int cells = 0;
+    for (int i = 0; i < n; i++) {
+        double e = want[i] * total;
+        if (want[i] <= 0) {
+            if (counts[i] > 0) { *df_out = -1; return 0; }
+            continue;
+        }
+        if (e < 5) { pool_obs += counts[i]; pool_exp += e; continue; }
+        stat += (counts[i] - e) * (counts[i] - e) / e;
+        cells++;
+    }
+    if (pool_exp > 0) {
+        stat += (pool_obs - pool_exp) * (pool_obs - pool_exp) / pool_exp;
+        cells++;
+    }
+    *df_out = cells - 1;
+    return cells > 1 ? chi2_sf(stat, cells - 1) : 1;
+}
+
+static void test_chi2_function(void) {
+    /* known values: chi2 sf(3.84, 1) = 0.0500, sf(18.307, 10) = 0.0500,
+     * sf(2, 2) = e^-1, sf(30.578, 15) = 0.0100 */
+    CHECK_NEAR(chi2_sf(3.841459, 1), 0.05, 1e-6);
+    CHECK_NEAR(chi2_sf(18.307038, 10), 0.05, 1e-6);
+    CHECK_NEAR(chi2_sf(2.0, 2), exp(-1.0), 1e-12);
+    CHECK_NEAR(chi2_sf(30.577914, 15), 0.01, 1e-6);
+    CHECK_NEAR(chi2_sf(0.5, 3), 0.918891, 1e-6);
+}
+
+/* ------------------------------------------------------- the tiny model */
+
+static bool write_tiny_vocab(const char *path) {
+    const char *toks[V] = {"<unk>", "<s>", "</s>"};
+    static char names[V][16];
+    float scores[V];
+    int32_t types[V];
+    for (int i = 0; i < V; i++) {
+        if (i >= 3) {
+            snprintf(names[i], sizeof names[i], "\xe2\x96\x81%c", 'a' + i - 3); /* "▁a", "▁b", ... */
+            toks[i] = names[i];
+        }
+        scores[i] = -(float)i;
+        types[i] = i == 0 ? 2 : i < 3 ? 3 : 1; /* unknown, control, normal */
+    }
+    gguf_writer *w = gguf_writer_init();
+    gguf_writer_add_str(w, "tokenizer.ggml.model", "llama");
+    gguf_writer_add_arr_str(w, "tokenizer.ggml.tokens", toks, V);
+    gguf_writer_add_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, V);
+    gguf_writer_add_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, V);
+    gguf_writer_add_u32(w, "tokenizer.ggml.bos_token_id", 1);
+    gguf_writer_add_u32(w, "tokenizer.ggml.eos_token_id", 2);
+    gguf_writer_add_u32(w, "tokenizer.ggml.unknown_token_id", 0);
+    bool ok = gguf_writer_write(w, path);
+    gguf_writer_free(w);
+    return ok;
+}
+
+static ls_model *model;
+static ls_ctx *ctx;
+static ls_kv *kv;
+
+/* warped next-token distribution (dense, V) after tokens[0..n) from layers
+ * [0, l1): the full model (l1 = L) or the draft (l1 = E) */
+static void next_dist(const int32_t *tokens, int n, int l1, const ls_sampling *s, double *out) {
+    const int D = ls_model_config(model)->dim;
+    float *h = malloc(sizeof(float) * (size_t)n * D), logits[V];
+    ls_err err;
+    ls_kv_truncate(kv, 0, ls_model_config(model)->n_layers, 0);
+    bool ok = ls_embed(ctx, tokens, n, h, &err) == LS_OK &&
+              ls_forward(ctx, kv, 0, l1, 0, n, h, &err) == LS_OK &&
+              ls_exit_head(ctx, h + (size_t)(n - 1) * D, 1, logits, &err) == LS_OK;
+    if (!ok) fprintf(stderr, "  next_dist: %s\n", err.msg);
+    CHECK(ok);
+    ls_dist d;
+    ls_dist_init(&d, V);
+    ls_sampler_probs(s, logits, V, tokens, n, &d);
+    for (int i = 0; i < V; i++) out[i] = 0;
+    for (int i = 0; i < d.n; i++) out[d.ids[i]] = d.p[i];
+    ls_dist_free(&d);
+    free(h);
+}
+
+static void check_sampling(const char *label, ls_sampling s) {
+    const int32_t prompt[] = {1, 7, 4, 12, 9};
+    const int np = 5, L = ls_model_config(model)->n_layers;
+    double p_full[V], p_draft[V], tv = 0;
+    next_dist(prompt, np, L, &s, p_full);
+    next_dist(prompt, np, E_EXIT, &s, p_draft);
+    for (int i = 0; i < V; i++) tv += fabs(p_full[i] - p_draft[i]) / 2;
+    /* p_full(t2 | t1): the history the full model sees includes t1 */
+    static double joint[V * V];
+    for (int t1 = 0; t1 < V; t1++) {
+        double cond[V];
+        int32_t seq[8];
+        memcpy(seq, prompt, sizeof prompt);
+        seq[np] = t1;
+        if (p_full[t1] > 0) next_dist(seq, np + 1, L, &s, cond);
+        for (int t2 = 0; t2 < V; t2++) joint[t1 * V + t2] = p_full[t1] > 0 ? p_full[t1] * cond[t2] : 0;
+    }
+
+    static long c1[V], c12[V * V];
+    memset(c1, 0, sizeof c1);
+    memset(c12, 0, sizeof c12);
+    int64_t drafted = 0, accepted = 0;
+    double t0 = ls_time_ms();
+    for (int i = 0; i < N_SAMPLES; i++) {
+        ls_gen_params gp = {.n_predict = 3, .sampling = s, .ignore_eog = true,
+                            .strategy = LS_STRATEGY_SELF_SPECULATIVE, .exit_layer = E_EXIT, .num_speculations = 4};
+        gp.sampling.seed = 0x5eed0000ull + (uint64_t)i;
+        int32_t out[3];
+        ls_gen_stats st;
+        ls_err err;
+        ls_status rc = ls_generate(ctx, kv, prompt, np, &gp, out, NULL, NULL, &st, &err);
+        if (rc != LS_OK) fprintf(stderr, "  generate: %s\n", err.msg);
+        REQUIRE(rc == LS_OK && st.n_generated == 3);
+        c1[out[0]]++;
+        c12[out[0] * V + out[1]]++;
+        drafted += st.drafted;
+        accepted += st.accepted;
+    }
+    int df_full, df_draft, df_joint;
+    double pv_full = chi2_pvalue(c1, p_full, V, N_SAMPLES, &df_full);
+    double pv_draft = chi2_pvalue(c1, p_draft, V, N_SAMPLES, &df_draft);
+    double pv_joint = chi2_pvalue(c12, joint, V * V, N_SAMPLES, &df_joint);
+    fprintf(stderr, "  [%s] %d samples in %.1f s, acceptance %.3f, TV(full, draft) %.3f\n", label, N_SAMPLES,
+            (ls_time_ms() - t0) / 1e3, drafted ? (double)accepted / drafted : 0.0, tv);
+    fprintf(stderr, "    first token vs full: p = %.4f (df %d); vs draft: p = %.3g (df %d, -1: drew outside its support); "
+            "first two vs full: p = %.4f (df %d)\n", pv_full, df_full, pv_draft, df_draft, pv_joint, df_joint);
+    CHECK(pv_full > 0.01);
+    CHECK(pv_draft < 0.01);
+    CHECK(pv_joint > 0.01);
+    CHECK(accepted > 0 && accepted < drafted); /* both acceptance and rejection happened */
+}
+
+static void test_sampling(void) {
+    ls_sampling s;
+    ls_sampling_default(&s);
+    s.temperature = 1.0f;
+    check_sampling("temperature 1", s);
+    s.temperature = 0.7f;
+    s.top_k = 8;
+    s.top_p = 0.9f;
+    s.repeat_penalty = 1.3f;
+    check_sampling("temperature 0.7, top-k 8, top-p 0.9, penalty 1.3", s);
+}
+
+int main(void) {
+    RUN(test_chi2_function);
+    const char *vocab = tu_tmp_path("spec_sampling_vocab.gguf"), *path = tu_tmp_path("spec_sampling_model.gguf");
+    if (!write_tiny_vocab(vocab)) { fprintf(stderr, "cannot write %s\n", vocab); return 1; }
+    rm_spec spec = {.n_layers = 4, .dim = 64, .n_heads = 4, .n_kv_heads = 2, .ffn_dim = 128,
+                    .rope_theta = 10000, .norm_eps = 1e-5f, .dtype = LS_TYPE_F32, .vocab_gguf = vocab,
+                    .seed = 21, .n_shards = 1};
+    rm_model *rm = rm_model_create(&spec);
+    if (!rm || !rm_write_gguf(rm, path)) { fprintf(stderr, "cannot write %s\n", path); return 1; }
+    rm_model_free(rm);
+    ls_err err;
+    if (ls_model_load(path, &model, &err) != LS_OK || ls_ctx_create(model, 1, 16, &ctx, &err) != LS_OK ||
+        ls_kv_create(model, 0, 4, 32, &kv, &err) != LS_OK) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    CHECK_EQ_INT(ls_model_config(model)->n_vocab, V);
+    RUN(test_sampling);
+    ls_kv_free(kv);
+    ls_ctx_free(ctx);
+    ls_model_free(model);
+    TEST_MAIN_END();
+}
