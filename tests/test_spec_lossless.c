@@ -83,12 +83,12 @@ static bool same_output(const char *what, const run_out *ar, const run_out *sp) 
 
 /* Default grid: one (E, k) cell per prompt, covering E in {1, 4, 8, 15,
  * 22, 29} and k in {1, 2, 4, 8} (all 24 cells: LS_SPEC_FULL_GRID=1, about
- * 10 minutes on 2 cores). Under AddressSanitizer: 24 tokens per run. */
+ * 10 minutes on 2 cores). Under AddressSanitizer: 16 tokens per run. */
 static const int CELLS[N_PROMPTS][2] = {
     {1, 1}, {4, 2}, {8, 4}, {15, 8}, {22, 1}, {29, 2}, {1, 4}, {4, 8}, {15, 2}, {29, 8},
 };
 #if defined(__SANITIZE_ADDRESS__)
-#define N_GEN_DEFAULT 24
+#define N_GEN_DEFAULT 16
 #else
 #define N_GEN_DEFAULT N_GEN
 #endif
