@@ -14,6 +14,8 @@
 
 #define MAX_LAYERS 4096
 
+static ls_status load_layers(ls_model *m, const gguf_ctx *g, const st_set *s, const char *path, ls_err *err);
+
 static ls_status tensor_to_weight(const char *file, const char *name, ls_type type,
                                   int64_t rows, int64_t cols, const void *data,
                                   int64_t want_rows, int64_t want_cols, ls_weight *w,
@@ -178,8 +180,7 @@ static ls_status load_gguf(ls_model *m, const char *path, ls_err *err) {
     c->n_vocab = (int32_t)(te->ne[1] > INT32_MAX ? -1 : te->ne[1]);
     if ((st = check_config(path, c, err)) != LS_OK) return st;
 
-    const int64_t dim = c->dim, qdim = (int64_t)c->n_heads * c->head_dim,
-                  kvdim = (int64_t)c->n_kv_heads * c->head_dim, ffn = c->ffn_dim;
+    const int64_t dim = c->dim;
     if ((st = gguf_weight(g, "token_embd.weight", c->n_vocab, dim, true, &m->tok_embd, err)) != LS_OK) return st;
     if ((st = gguf_vec(g, "output_norm.weight", dim, &m->out_norm, err)) != LS_OK) return st;
     st = gguf_weight(g, "output.weight", c->n_vocab, dim, false, &m->output, err);
@@ -193,27 +194,7 @@ static ls_status load_gguf(ls_model *m, const char *path, ls_err *err) {
     }
     c->rope_kind = LS_ROPE_NORM;
 
-    m->layers = calloc((size_t)c->n_layers, sizeof(ls_layer));
-    if (!m->layers) return ls_err_set(err, LS_ERR_NOMEM, "%s: out of memory", path);
-    for (int l = 0; l < c->n_layers; l++) {
-        ls_layer *L = &m->layers[l];
-        char nm[96];
-#define W(field, suffix, rows, cols) do { snprintf(nm, sizeof nm, "blk.%d." suffix, l); \
-        if ((st = gguf_weight(g, nm, rows, cols, true, &L->field, err)) != LS_OK) return st; } while (0)
-#define V(field, suffix) do { snprintf(nm, sizeof nm, "blk.%d." suffix, l); \
-        if ((st = gguf_vec(g, nm, dim, &L->field, err)) != LS_OK) return st; } while (0)
-        V(attn_norm, "attn_norm.weight");
-        W(wq, "attn_q.weight", qdim, dim);
-        W(wk, "attn_k.weight", kvdim, dim);
-        W(wv, "attn_v.weight", kvdim, dim);
-        W(wo, "attn_output.weight", dim, qdim);
-        V(ffn_norm, "ffn_norm.weight");
-        W(w_gate, "ffn_gate.weight", ffn, dim);
-        W(w_up, "ffn_up.weight", ffn, dim);
-        W(w_down, "ffn_down.weight", dim, ffn);
-#undef W
-#undef V
-    }
+    if ((st = load_layers(m, g, NULL, path, err)) != LS_OK) return st;
     return ls_tokenizer_from_gguf(g, &m->tok, err);
 }
 
@@ -384,8 +365,7 @@ static ls_status load_hf(ls_model *m, const char *dir, ls_err *err) {
     if ((st = st_set_open_dir(dir, &m->st, err)) != LS_OK) return st;
     const st_set *s = m->st;
     ls_config *c = &m->cfg;
-    const int64_t dim = c->dim, qdim = (int64_t)c->n_heads * c->head_dim,
-                  kvdim = (int64_t)c->n_kv_heads * c->head_dim, ffn = c->ffn_dim;
+    const int64_t dim = c->dim;
     if ((st = st_weight(s, dir, "model.embed_tokens.weight", c->n_vocab, dim, true, &m->tok_embd, err)) != LS_OK) return st;
     if ((st = st_vec(s, dir, "model.norm.weight", dim, &m->out_norm, err)) != LS_OK) return st;
     st = st_weight(s, dir, "lm_head.weight", c->n_vocab, dim, !c->tied_embeddings, &m->output, err);
@@ -393,28 +373,48 @@ static ls_status load_hf(ls_model *m, const char *dir, ls_err *err) {
         m->output = m->tok_embd;
         c->tied_embeddings = true;
     } else if (st != LS_OK) return st;
+    if ((st = load_layers(m, NULL, s, dir, err)) != LS_OK) return st;
+    return ls_tokenizer_from_hf_dir(dir, &m->tok, err);
+}
+
+/* ------------------------------------------------------------- layers */
+
+/* the per-layer tensors in ls_layer order: GGUF and Hugging Face names */
+enum { T_ATTN_NORM, T_Q, T_K, T_V, T_O, T_FFN_NORM, T_GATE, T_UP, T_DOWN, T_COUNT };
+static const char *const gguf_layer_names[T_COUNT] = {
+    "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
+    "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
+static const char *const hf_layer_names[T_COUNT] = {
+    "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+    "mlp.down_proj.weight"};
+
+/* every layer's weights from a GGUF file (g) or a safetensors set (s) */
+static ls_status load_layers(ls_model *m, const gguf_ctx *g, const st_set *s, const char *path, ls_err *err) {
+    const ls_config *c = &m->cfg;
+    const int64_t dim = c->dim, qdim = (int64_t)c->n_heads * c->head_dim,
+                  kvdim = (int64_t)c->n_kv_heads * c->head_dim, ffn = c->ffn_dim;
+    /* (rows, cols) of each matrix; norms are vectors of dim */
+    const int64_t shape[T_COUNT][2] = {{0, 0}, {qdim, dim}, {kvdim, dim}, {kvdim, dim}, {dim, qdim},
+                                       {0, 0}, {ffn, dim}, {ffn, dim}, {dim, ffn}};
     m->layers = calloc((size_t)c->n_layers, sizeof(ls_layer));
-    if (!m->layers) return ls_err_set(err, LS_ERR_NOMEM, "%s: out of memory", dir);
+    if (!m->layers) return ls_err_set(err, LS_ERR_NOMEM, "%s: out of memory", path);
     for (int l = 0; l < c->n_layers; l++) {
         ls_layer *L = &m->layers[l];
-        char nm[128];
-#define W(field, suffix, rows, cols) do { snprintf(nm, sizeof nm, "model.layers.%d." suffix, l); \
-        if ((st = st_weight(s, dir, nm, rows, cols, true, &L->field, err)) != LS_OK) return st; } while (0)
-#define V(field, suffix) do { snprintf(nm, sizeof nm, "model.layers.%d." suffix, l); \
-        if ((st = st_vec(s, dir, nm, dim, &L->field, err)) != LS_OK) return st; } while (0)
-        V(attn_norm, "input_layernorm.weight");
-        W(wq, "self_attn.q_proj.weight", qdim, dim);
-        W(wk, "self_attn.k_proj.weight", kvdim, dim);
-        W(wv, "self_attn.v_proj.weight", kvdim, dim);
-        W(wo, "self_attn.o_proj.weight", dim, qdim);
-        V(ffn_norm, "post_attention_layernorm.weight");
-        W(w_gate, "mlp.gate_proj.weight", ffn, dim);
-        W(w_up, "mlp.up_proj.weight", ffn, dim);
-        W(w_down, "mlp.down_proj.weight", dim, ffn);
-#undef W
-#undef V
+        ls_weight *mats[T_COUNT] = {NULL, &L->wq, &L->wk, &L->wv, &L->wo, NULL, &L->w_gate, &L->w_up, &L->w_down};
+        float **vecs[T_COUNT] = {&L->attn_norm, NULL, NULL, NULL, NULL, &L->ffn_norm, NULL, NULL, NULL};
+        for (int t = 0; t < T_COUNT; t++) {
+            char nm[128];
+            if (g) snprintf(nm, sizeof nm, "blk.%d.%s", l, gguf_layer_names[t]);
+            else snprintf(nm, sizeof nm, "model.layers.%d.%s", l, hf_layer_names[t]);
+            ls_status st;
+            if (vecs[t]) st = g ? gguf_vec(g, nm, dim, vecs[t], err) : st_vec(s, path, nm, dim, vecs[t], err);
+            else st = g ? gguf_weight(g, nm, shape[t][0], shape[t][1], true, mats[t], err)
+                        : st_weight(s, path, nm, shape[t][0], shape[t][1], true, mats[t], err);
+            if (st != LS_OK) return st;
+        }
     }
-    return ls_tokenizer_from_hf_dir(dir, &m->tok, err);
+    return LS_OK;
 }
 
 /* --------------------------------------------------------------- public */
