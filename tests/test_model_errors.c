@@ -42,27 +42,7 @@ static void write_variant(const char *src, const char *dst, const char *drop_ten
         char key[256];
         snprintf(key, sizeof key, "%.*s", (int)kv->key.len, kv->key.ptr);
         if (strcmp(key, "general.architecture") == 0) { gguf_writer_add_str(w, key, arch); continue; }
-        if (kv->type == GGUF_TYPE_STRING) {
-            char *v = strndup(kv->str.ptr, kv->str.len);
-            gguf_writer_add_str(w, key, v);
-            free(v);
-        } else if (kv->type == GGUF_TYPE_UINT32) {
-            uint32_t v; memcpy(&v, kv->data, 4); gguf_writer_add_u32(w, key, v);
-        } else if (kv->type == GGUF_TYPE_FLOAT32) {
-            float v; memcpy(&v, kv->data, 4); gguf_writer_add_f32(w, key, v);
-        } else if (kv->type == GGUF_TYPE_BOOL) {
-            uint8_t v; memcpy(&v, kv->data, 1); gguf_writer_add_bool(w, key, v);
-        } else if (kv->type == GGUF_TYPE_INT32) {
-            int32_t v; memcpy(&v, kv->data, 4); gguf_writer_add_i32(w, key, v);
-        } else if (kv->type == GGUF_TYPE_ARRAY && kv->arr_type == GGUF_TYPE_STRING) {
-            char **ss = malloc(sizeof(char *) * (size_t)kv->arr_n);
-            for (uint64_t k = 0; k < kv->arr_n; k++) ss[k] = strndup(kv->strs[k].ptr, kv->strs[k].len);
-            gguf_writer_add_arr_str(w, key, (const char *const *)ss, kv->arr_n);
-            for (uint64_t k = 0; k < kv->arr_n; k++) free(ss[k]);
-            free(ss);
-        } else if (kv->type == GGUF_TYPE_ARRAY) {
-            gguf_writer_add_arr(w, key, kv->arr_type, kv->data, kv->arr_n);
-        }
+        gguf_writer_copy_kv(w, kv);
     }
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor_info *t = &g->tensors[i];

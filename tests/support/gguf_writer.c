@@ -264,3 +264,32 @@ bool gguf_writer_write(gguf_writer *w, const char *path) {
     free(buf);
     return ok;
 }
+
+void gguf_writer_copy_kv(gguf_writer *w, const gguf_kv *kv) {
+    char key[256];
+    snprintf(key, sizeof key, "%.*s", (int)kv->key.len, kv->key.ptr);
+    switch (kv->type) {
+    case GGUF_TYPE_STRING: {
+        char *v = strndup(kv->str.ptr, kv->str.len);
+        gguf_writer_add_str(w, key, v);
+        free(v);
+        break;
+    }
+    case GGUF_TYPE_UINT32: { uint32_t v; memcpy(&v, kv->data, 4); gguf_writer_add_u32(w, key, v); break; }
+    case GGUF_TYPE_INT32: { int32_t v; memcpy(&v, kv->data, 4); gguf_writer_add_i32(w, key, v); break; }
+    case GGUF_TYPE_FLOAT32: { float v; memcpy(&v, kv->data, 4); gguf_writer_add_f32(w, key, v); break; }
+    case GGUF_TYPE_BOOL: { uint8_t v; memcpy(&v, kv->data, 1); gguf_writer_add_bool(w, key, v != 0); break; }
+    case GGUF_TYPE_ARRAY:
+        if (kv->arr_type == GGUF_TYPE_STRING) {
+            char **ss = malloc(sizeof(char *) * (size_t)(kv->arr_n ? kv->arr_n : 1));
+            for (uint64_t k = 0; k < kv->arr_n; k++) ss[k] = strndup(kv->strs[k].ptr, kv->strs[k].len);
+            gguf_writer_add_arr_str(w, key, (const char *const *)ss, kv->arr_n);
+            for (uint64_t k = 0; k < kv->arr_n; k++) free(ss[k]);
+            free(ss);
+        } else {
+            gguf_writer_add_arr(w, key, kv->arr_type, kv->data, kv->arr_n);
+        }
+        break;
+    default: break;
+    }
+}

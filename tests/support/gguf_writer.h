@@ -53,6 +53,9 @@ void gguf_writer_add_tensor_raw(gguf_writer *w, const char *name, uint32_t n_dim
 /* force tensor i's offset field (data is still laid out at the computed offset) */
 void gguf_writer_set_tensor_offset(gguf_writer *w, size_t i, uint64_t offset);
 
+/* Copy one parsed kv (from a gguf_ctx) under its own key: scalars of the
+ * types the model files use (string, u32, i32, f32, bool) and arrays. */
+void gguf_writer_copy_kv(gguf_writer *w, const gguf_kv *kv);
 /* Serialise to a malloc'd buffer (caller frees). */
 void gguf_writer_write_mem(gguf_writer *w, uint8_t **out, size_t *len);
 /* Write to a file; false on I/O failure. */

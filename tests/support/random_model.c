@@ -203,36 +203,9 @@ int rm_model_n_vocab(const rm_model *m) { return m->n_vocab; }
 /* ---------------------------------------------------------------- GGUF */
 
 static void copy_tokenizer_kvs(const gguf_ctx *v, gguf_writer *w) {
-    for (uint64_t i = 0; i < v->n_kv; i++) {
-        const gguf_kv *kv = &v->kv[i];
-        if (kv->key.len < 10 || memcmp(kv->key.ptr, "tokenizer.", 10) != 0) continue;
-        char key[256];
-        snprintf(key, sizeof key, "%.*s", (int)kv->key.len, kv->key.ptr);
-        switch (kv->type) {
-        case GGUF_TYPE_STRING: {
-            char *s = strndup(kv->str.ptr, kv->str.len);
-            gguf_writer_add_str(w, key, s);
-            free(s);
-            break;
-        }
-        case GGUF_TYPE_UINT32: { uint32_t x; memcpy(&x, kv->data, 4); gguf_writer_add_u32(w, key, x); break; }
-        case GGUF_TYPE_INT32: { int32_t x; memcpy(&x, kv->data, 4); gguf_writer_add_i32(w, key, x); break; }
-        case GGUF_TYPE_BOOL: { uint8_t x; memcpy(&x, kv->data, 1); gguf_writer_add_bool(w, key, x != 0); break; }
-        case GGUF_TYPE_FLOAT32: { float x; memcpy(&x, kv->data, 4); gguf_writer_add_f32(w, key, x); break; }
-        case GGUF_TYPE_ARRAY:
-            if (kv->arr_type == GGUF_TYPE_STRING) {
-                char **ss = malloc(sizeof(char *) * (size_t)kv->arr_n);
-                for (uint64_t k = 0; k < kv->arr_n; k++) ss[k] = strndup(kv->strs[k].ptr, kv->strs[k].len);
-                gguf_writer_add_arr_str(w, key, (const char *const *)ss, kv->arr_n);
-                for (uint64_t k = 0; k < kv->arr_n; k++) free(ss[k]);
-                free(ss);
-            } else {
-                gguf_writer_add_arr(w, key, kv->arr_type, kv->data, kv->arr_n);
-            }
-            break;
-        default: break;
-        }
-    }
+    for (uint64_t i = 0; i < v->n_kv; i++)
+        if (v->kv[i].key.len >= 10 && memcmp(v->kv[i].key.ptr, "tokenizer.", 10) == 0)
+            gguf_writer_copy_kv(w, &v->kv[i]);
 }
 
 /* llama.cpp's converter: per head, rows i and i + hd/2 become rows 2i, 2i+1 */
