@@ -13,7 +13,10 @@ ROOT=$PWD
 MODE=${1:-all}
 
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config python3 python3-pip unzip
-              libopenblas-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev)
+              libopenblas-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev
+              libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
+              python3-grpcio python3-protobuf
+              python3-torch python3-numpy python3-matplotlib)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -7,7 +7,7 @@
 #include "test_util.h"
 #include "random_model.h"
 #include "layerskip/engine.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 
 #include <sys/stat.h>
 

@@ -8,7 +8,7 @@
 #include "test_util.h"
 #include "layerskip/engine.h"
 #include "layerskip/generate.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 
 #include <cJSON.h>
 

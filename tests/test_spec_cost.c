@@ -17,7 +17,7 @@
 #include "random_model.h"
 #include "layerskip/engine.h"
 #include "layerskip/generate.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 
 typedef struct setup {
     ls_model *m;

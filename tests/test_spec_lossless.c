@@ -17,7 +17,7 @@
 #include "random_model.h"
 #include "layerskip/engine.h"
 #include "layerskip/generate.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 
 #define N_GEN 64
 

@@ -12,7 +12,7 @@
  * files, and encoding speed on long text. */
 #define _GNU_SOURCE /* memmem */
 #include "test_util.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 #include "gguf.h"
 #include "tokjson_writer.h"
 

@@ -5,7 +5,7 @@
 #define LS_GENERATE_INTERNAL_H
 
 #include "layerskip/generate.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 
 typedef struct ls_gen_run {
     ls_ctx *c;

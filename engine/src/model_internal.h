@@ -8,7 +8,7 @@
 #include "kernels.h"
 #include "gguf.h"
 #include "safetensors.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 
 typedef struct ls_layer {
     float *attn_norm;     /* (dim) */

@@ -10,7 +10,7 @@
 #ifndef LS_TOKENIZER_INTERNAL_H
 #define LS_TOKENIZER_INTERNAL_H
 
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 
 #include <stdio.h>
 

@@ -5,7 +5,7 @@
 #include "layerskip/generate.h"
 #include "layerskip/sampler.h"
 #include "heatmap.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 
 #include <cJSON.h>
 #include <errno.h>

@@ -14,7 +14,7 @@
  * chunk by chunk and adds up to the full decode when that is valid UTF-8,
  * and BPE round-trips valid UTF-8 exactly. */
 #include "test_util.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 #include "gguf.h"
 
 #include <stdio.h>

@@ -15,7 +15,7 @@
 #define LS_TOKJSON_WRITER_H
 
 #include "layerskip/ls_common.h"
-#include "tokenizer.h"
+#include "layerskip/tokenizer.h"
 #include "gguf.h"
 
 /* tokenizer.json at `path` */

@@ -1,4 +1,4 @@
-/* tokenizer.h: the two tokenizer kinds of the Llama family.
+/* tokenizer.h (public): the two tokenizer kinds of the Llama family.
  *
  * LS_TOK_SPM: SentencePiece-style BPE (Llama 2, CodeLlama). Text is
  *   normalised (spaces -> U+2581 "▁", a "▁" prefix when add_space_prefix),
