@@ -1,0 +1,451 @@
+"""test_daemon.py: layerskipd against its contract, on loopback, from Python.
+
+Run by ctest (tests/integration/CMakeLists.txt):
+  /usr/bin/python3 test_daemon.py --daemon PATH --bench PATH --model PATH --proto-py DIR
+Every daemon this starts must exit 0 after SIGTERM (under the ASan+UBSan
+build that also means no sanitizer report and no leak).
+"""
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+ARGS = None
+MAIN = None  # the shared daemon
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+# small on purpose: the same file runs against the ASan build
+PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time,", "1, 2, 3, 4,"]
+N_TOKENS = 12
+
+
+def stubs():
+    import grpc
+    from layerskip.v1 import layerskip_pb2 as pb, layerskip_pb2_grpc as pbg
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    return grpc, pb, pbg, health_pb2, health_pb2_grpc
+
+
+def bench_text(prompt, n, strategy="autoregressive", e=None, k=None):
+    cmd = [ARGS.bench, "--model", ARGS.model, "-p", prompt, "-n", str(n), "--json", "-t", "1",
+           "--generation-strategy", strategy]
+    if e:
+        cmd += ["--exit-layer", str(e)]
+    if k:
+        cmd += ["--num-speculations", str(k)]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=600).stdout
+    j = json.loads(out)
+    return j["text"], j["token_ids"]
+
+
+def setUpModule():
+    global MAIN
+    from daemon_harness import Daemon
+    MAIN = Daemon(ARGS.daemon, ARGS.model,
+                  ["--threads", "1", "--max-sessions", "2", "--max-queue", "64", "--ctx", "512",
+                   "--max-request-bytes", "65536"], metrics=True)
+
+
+def tearDownModule():
+    rc = MAIN.stop()
+    if rc != 0:
+        raise AssertionError("main layerskipd exited %d:\n%s" % (rc, MAIN.log_tail()))
+
+
+class Base(unittest.TestCase):
+    def setUp(self):
+        self.grpc, self.pb, self.pbg, self.hpb, self.hpbg = stubs()
+        self.stub = self.pbg.LayerSkipStub(MAIN.channel)
+
+    def req(self, prompt="The capital of France is", **kw):
+        return self.pb.GenerateRequest(prompt=prompt, **kw)
+
+    def stream_all(self, req, stub=None, timeout=300):
+        chunks = list((stub or self.stub).GenerateStream(req, timeout=timeout))
+        return chunks, "".join(c.text for c in chunks), [t for c in chunks for t in c.token_ids]
+
+    def assert_code(self, fn, code, *words):
+        with self.assertRaises(self.grpc.RpcError) as cm:
+            fn()
+        e = cm.exception
+        self.assertEqual(e.code(), code, "details: %s" % e.details())
+        for w in words:
+            self.assertIn(w, e.details())
+        return e
+
+
+class TestSameAnswer(Base):
+    def test_every_strategy_unary_stream_bench(self):
+        info = self.stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=30)
+        cases = [("autoregressive", None, None), ("early_exit", 8, None),
+                 ("self_speculative", 8, 3), ("self_speculative", 20, 5)]
+        for strategy, e, k in cases:
+            for prompt in PROMPTS[:2]:
+                with self.subTest(strategy=strategy, e=e, k=k, prompt=prompt):
+                    r = self.req(prompt, max_tokens=N_TOKENS, strategy=strategy, exit_layer=e or 0,
+                                 num_speculations=k or 0, ignore_eos=True, request_id="same-1")
+                    unary = self.stub.Generate(r, timeout=300)
+                    chunks, text, ids = self.stream_all(r)
+                    want_text, want_ids = bench_text(prompt, N_TOKENS, strategy, e, k)
+                    self.assertEqual(unary.text, want_text)
+                    self.assertEqual(list(unary.token_ids), want_ids)
+                    self.assertEqual(text, unary.text)
+                    self.assertEqual(ids, list(unary.token_ids))
+                    self.assertEqual(unary.request_id, "same-1")
+                    self.assertTrue(all(c.request_id == "same-1" for c in chunks))
+                    last = chunks[-1]
+                    self.assertEqual(last.finish_reason, self.pb.FINISH_REASON_LENGTH)
+                    self.assertTrue(all(c.finish_reason == 0 for c in chunks[:-1]))
+                    for s in (unary.stats, last.stats):
+                        self.assertEqual(s.generated_tokens, N_TOKENS)
+                        self.assertEqual(s.strategy, strategy)
+                        n_prompt = len(self.stub.Tokenize(self.pb.TokenizeRequest(text=prompt), timeout=30).ids)
+                        self.assertEqual(s.prompt_tokens, n_prompt)
+                        self.assertGreater(s.time_to_first_token_ms, 0)
+                        self.assertGreaterEqual(s.total_ms, s.time_to_first_token_ms)
+                        self.assertGreater(s.tokens_per_second, 0)
+                        self.assertLessEqual(s.accepted, s.drafted)
+                        if strategy == "self_speculative":
+                            self.assertEqual(s.exit_layer, e)
+                            self.assertEqual(s.num_speculations, k)
+                            self.assertGreater(s.drafted, 0)
+                            self.assertGreater(s.rounds, 0)
+                            self.assertAlmostEqual(s.acceptance_rate, s.accepted / s.drafted, places=6)
+                        else:
+                            self.assertEqual(s.drafted, 0)
+                            self.assertEqual(s.acceptance_rate, 0)
+        self.assertEqual(info.layers, 30)
+
+    def test_defaults_and_prompt_ids(self):
+        info = self.stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=30)
+        self.assertEqual((info.layers, info.hidden_size, info.heads, info.kv_heads, info.vocab_size),
+                         (30, 576, 9, 3, 49152))
+        self.assertEqual(info.context, 512)
+        self.assertEqual(info.default_strategy, "autoregressive")
+        self.assertEqual(info.default_exit_layer, 7)  # layers / 4
+        self.assertEqual((info.exit_layer_range.min, info.exit_layer_range.max), (1, 29))
+        self.assertEqual((info.num_speculations_range.min, info.num_speculations_range.max), (1, 32))
+        self.assertEqual(sorted(info.strategies), ["autoregressive", "early_exit", "self_speculative"])
+        self.assertEqual(len(info.stages), 1)
+        self.assertEqual((info.stages[0].first_layer, info.stages[0].last_layer), (0, 30))
+        prompt = PROMPTS[2]
+        ids = list(self.stub.Tokenize(self.pb.TokenizeRequest(text=prompt), timeout=30).ids)
+        self.assertEqual(self.stub.Detokenize(self.pb.DetokenizeRequest(ids=ids), timeout=30).text, prompt)
+        a = self.stub.Generate(self.req(prompt, max_tokens=8), timeout=300)
+        b = self.stub.Generate(self.pb.GenerateRequest(prompt_ids=self.pb.TokenIds(ids=ids), max_tokens=8),
+                               timeout=300)
+        self.assertEqual(a.text, b.text)
+        self.assertTrue(a.request_id)  # one is made up when empty
+
+    def test_stop_sequences_and_stop_ids(self):
+        full = self.stub.Generate(self.req(PROMPTS[3], max_tokens=N_TOKENS, ignore_eos=True), timeout=300)
+        text = full.text
+        self.assertGreater(len(text), 6)
+        stop = text[3:6]
+        cut = text[:text.index(stop)]
+        r = self.req(PROMPTS[3], max_tokens=N_TOKENS, ignore_eos=True, stop=[stop, "never-appears"])
+        unary = self.stub.Generate(r, timeout=300)
+        chunks, streamed, _ = self.stream_all(r)
+        self.assertEqual(unary.text, cut)
+        self.assertEqual(streamed, cut)
+        self.assertEqual(unary.finish_reason, self.pb.FINISH_REASON_STOP)
+        self.assertEqual(chunks[-1].finish_reason, self.pb.FINISH_REASON_STOP)
+        stop_id = full.token_ids[4]
+        r = self.req(PROMPTS[3], max_tokens=N_TOKENS, ignore_eos=True, stop_token_ids=[stop_id])
+        g = self.stub.Generate(r, timeout=300)
+        first = list(full.token_ids).index(stop_id)
+        self.assertEqual(list(g.token_ids), list(full.token_ids[:first]))
+        self.assertEqual(g.finish_reason, self.pb.FINISH_REASON_STOP)
+
+    def test_sampling_seeded(self):
+        s = self.pb.SamplingParams(temperature=0.8, top_p=0.9, seed=1234)
+        a = self.stub.Generate(self.req(max_tokens=10, sampling=s, ignore_eos=True), timeout=300)
+        b = self.stub.Generate(self.req(max_tokens=10, sampling=s, ignore_eos=True), timeout=300)
+        self.assertEqual(a.text, b.text)
+        self.assertEqual(a.stats.seed, 1234)
+        c = self.stub.Generate(self.req(max_tokens=10, sampling=self.pb.SamplingParams(temperature=0.8)),
+                               timeout=300)
+        self.assertNotEqual(c.stats.seed, 0)
+
+
+class TestBadRequests(Base):
+    def test_invalid_argument_names_the_field(self):
+        IA = self.grpc.StatusCode.INVALID_ARGUMENT
+        gen = lambda **kw: (lambda: self.stub.Generate(self.pb.GenerateRequest(**kw), timeout=60))
+        self.assert_code(gen(prompt=""), IA, "prompt")
+        self.assert_code(gen(), IA, "prompt")
+        self.assert_code(gen(prompt_ids=self.pb.TokenIds(ids=[])), IA, "prompt")
+        self.assert_code(gen(prompt_ids=self.pb.TokenIds(ids=[1, 10 ** 6])), IA, "prompt_ids")
+        self.assert_code(gen(prompt="hello " * 700), IA, "prompt", "512")
+        self.assert_code(gen(prompt="hi", max_tokens=-1), IA, "max_tokens")
+        self.assert_code(gen(prompt="hi", max_tokens=100000), IA, "max_tokens")
+        self.assert_code(gen(prompt="hi", strategy="fastest"), IA, "strategy", "self_speculative")
+        self.assert_code(gen(prompt="hi", strategy="self_speculative", exit_layer=30), IA, "exit_layer")
+        self.assert_code(gen(prompt="hi", strategy="self_speculative", exit_layer=-2), IA, "exit_layer")
+        self.assert_code(gen(prompt="hi", strategy="self_speculative", num_speculations=33), IA, "num_speculations")
+        self.assert_code(gen(prompt="hi", sampling=self.pb.SamplingParams(temperature=-1)), IA, "temperature")
+        self.assert_code(gen(prompt="hi", sampling=self.pb.SamplingParams(top_p=1.5)), IA, "top_p")
+        # larger than --max-request-bytes 65536
+        self.assert_code(gen(prompt="x" * 100000), IA, "bytes")
+        # the same checks on the streaming method
+        self.assert_code(lambda: list(self.stub.GenerateStream(self.pb.GenerateRequest(prompt="hi", max_tokens=-5),
+                                                               timeout=60)), IA, "max_tokens")
+        # raw bytes: invalid UTF-8 in the prompt (field 2), and bytes that are no protobuf at all
+        raw = MAIN.channel.unary_unary("/layerskip.v1.LayerSkip/Generate")
+        self.assert_code(lambda: raw(b"\x12\x02\xff\xfe", timeout=60), IA, "UTF-8")
+        self.assert_code(lambda: raw(b"\xff\xff\xff\xff\xff", timeout=60), IA)
+        rawt = MAIN.channel.unary_unary("/layerskip.v1.LayerSkip/Tokenize")
+        self.assert_code(lambda: rawt(b"\x0a\x01\xc3", timeout=60), IA, "UTF-8")
+        # still serving
+        self.assertTrue(self.stub.Generate(self.req(max_tokens=2), timeout=300).text)
+
+    def test_unknown_method_unimplemented(self):
+        raw = MAIN.channel.unary_unary("/layerskip.v1.LayerSkip/NoSuchMethod")
+        self.assert_code(lambda: raw(b"", timeout=30), self.grpc.StatusCode.UNIMPLEMENTED)
+
+    def test_health_and_reflection(self):
+        h = self.hpbg.HealthStub(MAIN.channel)
+        S = self.hpb.HealthCheckResponse
+        self.assertEqual(h.Check(self.hpb.HealthCheckRequest(service=""), timeout=10).status, S.SERVING)
+        self.assertEqual(h.Check(self.hpb.HealthCheckRequest(service="layerskip.v1.LayerSkip"), timeout=10).status,
+                         S.SERVING)
+        self.assert_code(lambda: h.Check(self.hpb.HealthCheckRequest(service="nope"), timeout=10),
+                         self.grpc.StatusCode.NOT_FOUND)
+        w = h.Watch(self.hpb.HealthCheckRequest(service=""), timeout=10)
+        self.assertEqual(next(w).status, S.SERVING)
+        w.cancel()
+        for path in ("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"):
+            rs = MAIN.channel.stream_stream(path)
+            # ServerReflectionRequest{list_services: "*"} (field 7)
+            replies = list(rs(iter([b"\x3a\x01*"]), timeout=10))
+            self.assertEqual(len(replies), 1)
+            self.assertIn(b"layerskip.v1.LayerSkip", replies[0])
+            self.assertIn(b"grpc.health.v1.Health", replies[0])
+
+
+class TestCancellation(Base):
+    def busy(self):
+        return MAIN.metric("layerskip_sessions_busy")
+
+    def long_req(self, **kw):
+        return self.req("Write a long story about a dragon.", max_tokens=400, ignore_eos=True, **kw)
+
+    def test_cancel_mid_stream_frees_slot(self):
+        before = MAIN.metric("layerskip_requests_total", {"method": "GenerateStream", "code": "CANCELLED"})
+        it = self.stub.GenerateStream(self.long_req(), timeout=300)
+        got = [next(it) for _ in range(3)]
+        self.assertTrue(all(c.text or c.token_ids for c in got))
+        self.assertEqual(self.busy(), 1)
+        t0 = time.time()
+        it.cancel()
+        self.assertEqual(MAIN.wait_metric("layerskip_sessions_busy", lambda v: v == 0), 0)
+        self.assertLess(time.time() - t0, 5)
+        after = MAIN.wait_metric("layerskip_requests_total", lambda v: v > before,
+                                 labels={"method": "GenerateStream", "code": "CANCELLED"})
+        self.assertEqual(after, before + 1)
+        self.assertTrue(self.stub.Generate(self.req(max_tokens=2), timeout=300).text)
+
+    def test_deadline_frees_slot(self):
+        t0 = time.time()
+        self.assert_code(lambda: self.stub.Generate(self.long_req(), timeout=1.0),
+                         self.grpc.StatusCode.DEADLINE_EXCEEDED)
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual(MAIN.wait_metric("layerskip_sessions_busy", lambda v: v == 0), 0)
+        self.assertTrue(self.stub.Generate(self.req(max_tokens=2), timeout=300).text)
+
+    def test_client_killed_frees_slot(self):
+        code = ("import sys; sys.path.insert(0, %r)\n"
+                "import grpc\nfrom layerskip.v1 import layerskip_pb2 as pb, layerskip_pb2_grpc as pbg\n"
+                "s = pbg.LayerSkipStub(grpc.insecure_channel(%r))\n"
+                "it = s.GenerateStream(pb.GenerateRequest(prompt='Tell me a story', max_tokens=400, ignore_eos=True))\n"
+                "next(it); print('streaming', flush=True)\n"
+                "import time; time.sleep(600)\n") % (ARGS.proto_py, MAIN.addr)
+        p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        try:
+            self.assertEqual(p.stdout.readline().strip(), "streaming")
+            self.assertEqual(self.busy(), 1)
+            p.kill()
+            p.wait()
+            self.assertEqual(MAIN.wait_metric("layerskip_sessions_busy", lambda v: v == 0), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertTrue(self.stub.Generate(self.req(max_tokens=2), timeout=300).text)
+
+    def test_32_concurrent_streams(self):
+        want = {}
+        for p in PROMPTS:
+            want[p] = self.stub.Generate(self.req(p, max_tokens=6, ignore_eos=True), timeout=300).text
+        results, errors = {}, []
+
+        def one(i):
+            p = PROMPTS[i % len(PROMPTS)]
+            try:
+                _, text, _ = self.stream_all(self.req(p, max_tokens=6, ignore_eos=True, request_id="c%d" % i),
+                                             timeout=900)
+                results[i] = (p, text)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append((i, repr(e)))
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(32)]
+        for t in threads:
+            t.start()
+        peak = 0
+        while any(t.is_alive() for t in threads):
+            peak = max(peak, MAIN.metric("layerskip_queue_depth"))
+            time.sleep(0.05)
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 32)
+        for i, (p, text) in results.items():
+            self.assertEqual(text, want[p], "stream %d" % i)
+        self.assertGreater(peak, 0)  # 2 sessions: the others queued
+        self.assertEqual(MAIN.metric("layerskip_sessions_busy"), 0)
+        self.assertEqual(MAIN.metric("layerskip_queue_depth"), 0)
+
+
+class TestMetrics(Base):
+    def test_prometheus_text(self):
+        self.stub.Generate(self.req(max_tokens=3), timeout=300)
+        text = MAIN.metrics()
+        for name in ("layerskip_requests_total", "layerskip_request_duration_seconds_bucket",
+                     "layerskip_generated_tokens_total", "layerskip_prompt_tokens_total",
+                     "layerskip_drafted_tokens_total", "layerskip_accepted_tokens_total",
+                     "layerskip_time_to_first_token_seconds_bucket", "layerskip_queue_depth",
+                     "layerskip_sessions_busy", "layerskip_sessions_max", "layerskip_acceptance_ratio"):
+            self.assertIn(name, text)
+        self.assertEqual(MAIN.metric("layerskip_sessions_max"), 2)
+        self.assertGreaterEqual(MAIN.metric("layerskip_requests_total", {"method": "Generate", "code": "OK"}), 1)
+        self.assertGreaterEqual(MAIN.metric("layerskip_generated_tokens_total"), 3)
+
+
+class TestOtherDaemons(Base):
+    def test_queue_overflow_resource_exhausted(self):
+        from daemon_harness import Daemon
+        d = Daemon(ARGS.daemon, ARGS.model, ["--threads", "1", "--max-sessions", "1", "--max-queue", "1",
+                                             "--ctx", "512"], metrics=True)
+        try:
+            stub = self.pbg.LayerSkipStub(d.channel)
+            long = self.req("Tell me a story", max_tokens=400, ignore_eos=True)
+            a = stub.GenerateStream(long, timeout=300)
+            next(a)  # running: the one session is busy
+            b = stub.GenerateStream(long, timeout=300)
+            self.assertEqual(d.wait_metric("layerskip_queue_depth", lambda v: v == 1), 1)  # b waits
+            t0 = time.time()
+            e = self.assert_code(lambda: stub.Generate(long, timeout=60), self.grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertLess(time.time() - t0, 5)
+            self.assertIn("queue", e.details())
+            a.cancel()
+            self.assertTrue(next(b).token_ids)  # the queued one runs once the slot is free
+            b.cancel()
+            self.assertEqual(d.wait_metric("layerskip_sessions_busy", lambda v: v == 0), 0)
+            self.assertEqual(d.metric("layerskip_queue_depth"), 0)
+        finally:
+            self.assertEqual(d.stop(), 0, d.log_tail())
+
+    def test_auth_and_tls(self):
+        from daemon_harness import Daemon
+        tmp = tempfile.mkdtemp(prefix="lsd-tls-")
+        key, crt = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
+                        "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
+                       check=True, capture_output=True)
+        token_file = os.path.join(tmp, "token")
+        with open(token_file, "w") as f:
+            f.write("s3cret-token\n")
+        d = Daemon(ARGS.daemon, ARGS.model, ["--threads", "1", "--max-sessions", "1", "--ctx", "256",
+                                             "--tls-cert", crt, "--tls-key", key, "--auth-token-file", token_file])
+        grpc = self.grpc
+        try:
+            with open(crt, "rb") as f:
+                creds = grpc.ssl_channel_credentials(root_certificates=f.read())
+            ch = grpc.secure_channel(d.addr, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+            grpc.channel_ready_future(ch).result(timeout=120)
+            hs = self.hpbg.HealthStub(ch)
+            end = time.time() + 120
+            while hs.Check(self.hpb.HealthCheckRequest(), timeout=10).status != self.hpb.HealthCheckResponse.SERVING:
+                self.assertLess(time.time(), end)
+                time.sleep(0.1)
+            stub = self.pbg.LayerSkipStub(ch)
+            ok = stub.Generate(self.req(max_tokens=3), timeout=120,
+                               metadata=[("authorization", "Bearer s3cret-token")])
+            self.assertEqual(ok.stats.generated_tokens, 3)
+            U = grpc.StatusCode.UNAUTHENTICATED
+            self.assert_code(lambda: stub.Generate(self.req(max_tokens=3), timeout=30), U)
+            self.assert_code(lambda: stub.Generate(self.req(max_tokens=3), timeout=30,
+                                                   metadata=[("authorization", "Bearer wrong")]), U)
+            self.assert_code(lambda: stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=30,
+                                                       metadata=[("authorization", "s3cret-token")]), U)
+            self.assert_code(lambda: list(stub.GenerateStream(self.req(max_tokens=3), timeout=30)), U)
+            # plaintext against the TLS port fails
+            plain = self.pbg.LayerSkipStub(grpc.insecure_channel(d.addr))
+            self.assert_code(lambda: plain.Generate(self.req(max_tokens=3), timeout=5,
+                                                    metadata=[("authorization", "Bearer s3cret-token")]),
+                             grpc.StatusCode.UNAVAILABLE)
+            ch.close()
+        finally:
+            self.assertEqual(d.stop(), 0, d.log_tail())
+
+    def test_sigterm_drains_in_flight(self):
+        from daemon_harness import Daemon
+        d = Daemon(ARGS.daemon, ARGS.model, ["--threads", "1", "--max-sessions", "1", "--ctx", "256",
+                                             "--drain-seconds", "60"])
+        stub = self.pbg.LayerSkipStub(d.channel)
+        it = stub.GenerateStream(self.req(max_tokens=24, ignore_eos=True), timeout=300)
+        first = next(it)
+        d.proc.send_signal(signal.SIGTERM)
+        rest = list(it)  # the in-flight stream completes
+        chunks = [first] + rest
+        self.assertEqual(chunks[-1].finish_reason, self.pb.FINISH_REASON_LENGTH)
+        self.assertEqual(chunks[-1].stats.generated_tokens, 24)
+        d.proc.wait(60)
+        self.assertEqual(d.proc.returncode, 0, d.log_tail())
+        self.assertEqual(d.stop(), 0)
+
+    def test_startup_errors(self):
+        def run(*args):
+            return subprocess.run([ARGS.daemon] + list(args), capture_output=True, text=True, timeout=120)
+        r = run("--model", "/nonexistent/model.gguf", "--listen", "127.0.0.1:0")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent/model.gguf", r.stderr)
+        r = run("--model", ARGS.model, "--no-such-flag")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--no-such-flag", r.stderr)
+        r = run("--model", ARGS.model, "--max-sessions", "0")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("max-sessions", r.stderr)
+        r = run("--help")
+        self.assertEqual(r.returncode, 0)
+        for flag in ("--model", "--listen", "--threads", "--ctx", "--max-sessions", "--max-queue", "--tls-cert",
+                     "--tls-key", "--auth-token-file", "--metrics-listen", "--config", "--log-level",
+                     "--strategy", "--exit-layer", "--num-speculations"):
+            self.assertIn(flag, r.stdout)
+        # port already taken by the main daemon
+        r = run("--model", ARGS.model, "--listen", MAIN.addr)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn(MAIN.addr, r.stderr)
+
+
+def main():
+    global ARGS
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--daemon", required=True)
+    ap.add_argument("--bench", required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--proto-py", required=True)
+    ARGS, rest = ap.parse_known_args()
+    sys.path.insert(0, HERE)
+    sys.path.insert(0, ARGS.proto_py)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
