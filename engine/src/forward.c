@@ -75,6 +75,12 @@ const uint16_t *ls_kv_v_row(const ls_kv *kv, int layer, int pos) { return kv->v 
 
 /* ------------------------------------------------------------------ ctx */
 
+/* queries of one KV head that share each widened K and V row */
+#define ATTN_QB 8
+/* Per-thread attention scratch, in floats: q (QB, hd), a widened K or V row
+ * (hd), value accumulators (QB, 32, hd). */
+static size_t attn_scratch_floats(int hd) { return ((size_t)ATTN_QB * 33 + 1) * (size_t)hd; }
+
 struct ls_ctx {
     const ls_model *m;
     ls_pool *pool;
@@ -87,8 +93,8 @@ struct ls_ctx {
     float *hb;            /* (B, ffn_dim) */
     float *hb2;           /* (B, ffn_dim) */
     float *tmp;           /* (B, dim) */
-    float *scores;        /* (n_threads, scores_cap) */
-    float *vacc;          /* (n_threads, 32, head_dim) attention value accumulators */
+    float *scores;        /* (n_threads, ATTN_QB, scores_cap) */
+    float *vacc;          /* (n_threads, attn_scratch_floats(head_dim)) attention scratch */
     int scores_cap;
     float *rope_cos;      /* (B, head_dim/2) */
     float *rope_sin;      /* (B, head_dim/2) */
@@ -121,7 +127,7 @@ ls_status ls_ctx_create(const ls_model *m, int n_threads, int max_batch, ls_ctx 
     x->rope_cos = malloc(B * (c->head_dim / 2) * sizeof(float));
     x->rope_sin = malloc(B * (c->head_dim / 2) * sizeof(float));
     x->pool = ls_pool_create(n_threads);
-    x->vacc = malloc(sizeof(float) * 32 * (size_t)c->head_dim * (size_t)n_threads);
+    x->vacc = malloc(sizeof(float) * attn_scratch_floats(c->head_dim) * (size_t)n_threads);
     if (!x->xb || !x->q || !x->k || !x->v || !x->att || !x->hb || !x->hb2 || !x->tmp ||
         !x->rope_cos || !x->rope_sin || !x->pool || !x->vacc) {
         ls_ctx_free(x);
@@ -258,44 +264,117 @@ static float dot_f16_ggml(const uint16_t *x, const uint16_t *y, int n) {
     return (float)sumf;
 }
 
+/* ggml_vec_dot_f16 on operands already widened from fp16 to fp32 (the
+ * widening is exact, so the result is bit for bit ggml's): element e
+ * accumulates (fma) into lane e%8 of accumulator (e/8)%4, the tail past a
+ * multiple of 32 adds in double */
+static inline float dot_ggml_f32(const float *x, const float *y, int n) {
+    const int np = n & ~31;
+    double sumf;
+#if ATTN_AVX2
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    for (int i = 0; i < np; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), _mm256_loadu_ps(y + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
+    }
+    s0 = _mm256_add_ps(s0, s2);
+    s1 = _mm256_add_ps(s1, s3);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    __m128 t1 = _mm_hadd_ps(t0, t0);
+    sumf = (double)_mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+#else
+    float acc[4][8] = {{0}};
+    for (int i = 0; i < np; i++)
+        acc[(i >> 3) & 3][i & 7] = fmaf(x[i], y[i], acc[(i >> 3) & 3][i & 7]);
+    sumf = (double)reduce_4x8(acc);
+#endif
+    for (int i = np; i < n; i++) sumf += (double)(x[i] * y[i]);
+    return (float)sumf;
+}
+
+/* ls_axpy_f16 on an already widened row: y += a * x, fused per 8 lanes */
+static inline void axpy_ggml_f32(float *y, float a, const float *x, int n) {
+    int i = 0;
+#if ATTN_AVX2
+    const __m256 av = _mm256_set1_ps(a);
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+#endif
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
 typedef struct attn_job {
     ls_ctx *c;
     const ls_kv *kv;
     int layer, pos, n;
+    int qb; /* queries per task, <= ATTN_QB */
 } attn_job;
 
-/* one (position, head) pair per task: scores over the cached keys, softmax,
- * weighted sum of the cached values; out[d] = sum_t fp16(p_t) * v_t[d] in
- * ggml's dot order over t (lane t%8 of accumulator (t/8)%4) */
+/* A task is up to qb queries (position i, head h) of one KV head. Each query
+ * gets scores over its cached keys, a softmax, and the weighted sum of the
+ * cached values, out[d] = sum_t fp16(p_t) * v_t[d] in ggml's dot order over
+ * t (lane t%8 of accumulator (t/8)%4), exactly as one query alone would: the
+ * queries only share the widening of each K and V row (verification batches
+ * and prefill read every row once per task, not once per query). */
 static void attn_worker(void *arg, int ith, int nth) {
     const attn_job *j = arg;
     ls_ctx *c = j->c;
     const ls_config *cfg = &c->m->cfg;
-    const int hd = cfg->head_dim, nh = cfg->n_heads, group = cfg->n_heads / cfg->n_kv_heads;
+    const int hd = cfg->head_dim, nh = cfg->n_heads, nkv = cfg->n_kv_heads, group = nh / nkv;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *scores = c->scores + (size_t)ith * c->scores_cap;
-    float *acc = c->vacc + (size_t)ith * 32 * hd; /* (32, hd) */
+    const int nq_all = j->n * group, chunks = (nq_all + j->qb - 1) / j->qb;
+    float *qf = c->vacc + (size_t)ith * attn_scratch_floats(hd); /* (QB, hd) */
+    float *row = qf + (size_t)ATTN_QB * hd;                       /* (hd) */
+    float *acc = row + hd;                                         /* (QB, 32, hd) */
+    float *scores = c->scores + (size_t)ith * ATTN_QB * c->scores_cap; /* (QB, scores_cap) */
     uint16_t qh16[1024];
-    for (int task = ith; task < j->n * nh; task += nth) {
-        const int i = task / nh, h = task % nh, kvh = h / group;
-        const int n_keys = j->pos + i + 1;
-        /* llama.cpp multiplies fp16 K by fp16-rounded Q */
-        ls_f32_to_f16_row(qh16, c->q + ((size_t)i * nh + h) * hd, hd);
-        for (int t = 0; t < n_keys; t++) {
-            const uint16_t *krow = ls_kv_k_row(j->kv, j->layer, t) + (size_t)kvh * hd;
-            scores[t] = dot_f16_ggml(krow, qh16, hd) * scale;
+    for (int task = ith; task < nkv * chunks; task += nth) {
+        const int kvh = task / chunks, q0 = (task % chunks) * j->qb;
+        const int nq = nq_all - q0 < j->qb ? nq_all - q0 : j->qb;
+        int qi[ATTN_QB], qhead[ATTN_QB], nk[ATTN_QB], max_keys = 0;
+        for (int a = 0; a < nq; a++) {
+            qi[a] = (q0 + a) / group;
+            qhead[a] = kvh * group + (q0 + a) % group;
+            nk[a] = j->pos + qi[a] + 1;
+            if (nk[a] > max_keys) max_keys = nk[a];
+            /* llama.cpp multiplies fp16 K by fp16-rounded Q */
+            ls_f32_to_f16_row(qh16, c->q + ((size_t)qi[a] * nh + qhead[a]) * hd, hd);
+            ls_f16_to_f32_row(qf + (size_t)a * hd, qh16, hd);
         }
-        ls_softmax(scores, n_keys);
-        memset(acc, 0, sizeof(float) * 32 * (size_t)hd);
-        for (int t = 0; t < n_keys; t++) {
-            const float p = ls_f16_to_f32(ls_f32_to_f16(scores[t]));
-            ls_axpy_f16(acc + (size_t)(t & 31) * hd, p, ls_kv_v_row(j->kv, j->layer, t) + (size_t)kvh * hd, hd);
+        if (nq == 1) { /* one query: widening in registers beats a shared row */
+            for (int t = 0; t < max_keys; t++)
+                scores[t] = dot_f16_ggml(ls_kv_k_row(j->kv, j->layer, t) + (size_t)kvh * hd, qh16, hd) * scale;
+        } else for (int t = 0; t < max_keys; t++) {
+            ls_f16_to_f32_row(row, ls_kv_k_row(j->kv, j->layer, t) + (size_t)kvh * hd, hd);
+            for (int a = 0; a < nq; a++)
+                if (t < nk[a]) scores[(size_t)a * c->scores_cap + t] = dot_ggml_f32(row, qf + (size_t)a * hd, hd) * scale;
         }
-        float *out = c->att + ((size_t)i * nh + h) * hd;
-        for (int d = 0; d < hd; d++) {
-            float lanes[4][8];
-            for (int r = 0; r < 32; r++) lanes[r >> 3][r & 7] = acc[(size_t)r * hd + d];
-            out[d] = reduce_4x8(lanes);
+        for (int a = 0; a < nq; a++) ls_softmax(scores + (size_t)a * c->scores_cap, nk[a]);
+        memset(acc, 0, sizeof(float) * 32 * (size_t)hd * (size_t)nq);
+        if (nq == 1) {
+            for (int t = 0; t < max_keys; t++) {
+                const float p = ls_f16_to_f32(ls_f32_to_f16(scores[t]));
+                ls_axpy_f16(acc + (size_t)(t & 31) * hd, p, ls_kv_v_row(j->kv, j->layer, t) + (size_t)kvh * hd, hd);
+            }
+        } else for (int t = 0; t < max_keys; t++) {
+            ls_f16_to_f32_row(row, ls_kv_v_row(j->kv, j->layer, t) + (size_t)kvh * hd, hd);
+            for (int a = 0; a < nq; a++) {
+                if (t >= nk[a]) continue;
+                const float p = ls_f16_to_f32(ls_f32_to_f16(scores[(size_t)a * c->scores_cap + t]));
+                axpy_ggml_f32(acc + ((size_t)a * 32 + (size_t)(t & 31)) * hd, p, row, hd);
+            }
+        }
+        for (int a = 0; a < nq; a++) {
+            const float *ac = acc + (size_t)a * 32 * hd;
+            float *out = c->att + ((size_t)qi[a] * nh + qhead[a]) * hd;
+            for (int d = 0; d < hd; d++) {
+                float lanes[4][8];
+                for (int r = 0; r < 32; r++) lanes[r >> 3][r & 7] = ac[(size_t)r * hd + d];
+                out[d] = reduce_4x8(lanes);
+            }
         }
     }
 }
@@ -320,7 +399,7 @@ ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float
     const int nth = ls_pool_size(c->pool);
     if (c->scores_cap < pos + n) {
         int cap = kv->n_ctx;
-        float *s = realloc(c->scores, sizeof(float) * (size_t)cap * (size_t)nth);
+        float *s = realloc(c->scores, sizeof(float) * (size_t)cap * ATTN_QB * (size_t)nth);
         if (!s) return ls_err_set(err, LS_ERR_NOMEM, "out of memory for attention scores");
         c->scores = s;
         c->scores_cap = cap;
@@ -328,6 +407,11 @@ ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float
     const int dim = cfg->dim, hd = cfg->head_dim, nh = cfg->n_heads, nkv = cfg->n_kv_heads;
     const int qdim = nh * hd, kv_dim = nkv * hd, ffn = cfg->ffn_dim;
     rope_tables(c, pos, n);
+    /* queries per attention task: about two tasks a thread, at most ATTN_QB */
+    const int group = nh / nkv, per_kvh = (2 * nth + nkv - 1) / nkv;
+    const int n_chunks = per_kvh < n * group ? per_kvh : n * group;
+    int attn_qb = (n * group + n_chunks - 1) / n_chunks;
+    if (attn_qb > ATTN_QB) attn_qb = ATTN_QB;
 
     for (int l = l0; l < l1; l++) {
         const ls_layer *L = &m->layers[l];
@@ -344,7 +428,7 @@ ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float
             ls_f32_to_f16_row(kv->v + kv_off(kv, l, pos + i), c->v + (size_t)i * kv_dim, kv_dim);
         }
         kv->len[l - kv->l0] = pos + n;
-        attn_job job = {c, kv, l, pos, n};
+        attn_job job = {c, kv, l, pos, n, attn_qb};
         ls_pool_run(c->pool, attn_worker, &job);
         matmul(c, &L->wo, c->att, n, c->tmp);
         for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
