@@ -66,7 +66,8 @@ class Daemon:
 
     def log_tail(self, n=4000):
         try:
-            self.log.flush()
+            if not self.log.closed:
+                self.log.flush()
             with open(self.log_path, "rb") as f:
                 return f.read()[-n:].decode("utf-8", "replace")
         except OSError:
