@@ -1,0 +1,420 @@
+/* sched.c: session slots, the FIFO queue and the generation worker.
+ *
+ * One worker thread per slot pops jobs and runs ls_generate exactly as
+ * layerskip-bench does (same context rules, exact mode), so greedy output is
+ * the bench's. The token callback is where requests are steered: it stops
+ * on cancel, stop token ids and stop sequences, and releases text only when
+ * no stop sequence can still start inside it. */
+#define _GNU_SOURCE /* memmem */
+#include "sched.h"
+
+#include "metrics.h"
+#include "layerskip/tokenizer.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* gRPC status numbers (grpc/status.h), kept here so the scheduler needs no gRPC */
+enum { CODE_OK = 0, CODE_CANCELLED = 1, CODE_INTERNAL = 13, CODE_UNAVAILABLE = 14 };
+
+typedef struct sched_slot {
+    lsd_sched *s;
+    int index;
+    ls_ctx *ctx;
+    ls_kv *kv;
+    int32_t *out;           /* (n_ctx + 1) ids from ls_generate */
+    pthread_t thread;
+    bool thread_started;
+    lsd_job *job;           /* running job, under s->mu */
+} sched_slot;
+
+struct lsd_sched {
+    lsd_sched_opts o;
+    const ls_tokenizer *tok;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    lsd_job *head, *tail;   /* waiting jobs, FIFO */
+    int n_queued, n_busy;
+    bool closed;
+    sched_slot *slots;      /* (n_slots) */
+};
+
+void lsd_job_init(lsd_job *j) {
+    memset(j, 0, sizeof *j);
+    atomic_init(&j->cancel, false);
+    atomic_init(&j->cancel_code, CODE_CANCELLED);
+}
+
+void lsd_job_clear(lsd_job *j) {
+    free(j->prompt);
+    for (int i = 0; i < j->n_stops; i++) free(j->stops[i]);
+    free(j->stop_ids);
+    free(j->text);
+    free(j->ids);
+    lsd_job_init(j);
+}
+
+static void publish_gauges(lsd_sched *s) {
+    if (!s->o.metrics) return;
+    lsd_metrics_set_queue_depth(s->o.metrics, s->n_queued);
+    lsd_metrics_set_busy_sessions(s->o.metrics, s->n_busy);
+}
+
+/* ---- output handling inside the token callback ---- */
+
+typedef struct run_state {
+    lsd_job *job;
+    ls_detok_stream ds;
+    char *piece;            /* (piece_cap) scratch for one token's text */
+    int64_t piece_cap;
+    bool cancelled, stop_hit, oom;
+} run_state;
+
+static bool text_append(lsd_job *j, const char *p, size_t n) {
+    if (j->text_len + n + 1 > j->text_cap) {
+        size_t cap = (j->text_len + n + 1) * 2;
+        char *t = realloc(j->text, cap);
+        if (!t) return false;
+        j->text = t;
+        j->text_cap = cap;
+    }
+    memcpy(j->text + j->text_len, p, n);
+    j->text_len += n;
+    j->text[j->text_len] = 0;
+    return true;
+}
+
+static bool ids_append(lsd_job *j, int32_t id) {
+    if (j->n_ids == j->ids_cap) {
+        int cap = j->ids_cap ? j->ids_cap * 2 : 64;
+        int32_t *t = realloc(j->ids, sizeof(int32_t) * (size_t)cap);
+        if (!t) return false;
+        j->ids = t;
+        j->ids_cap = cap;
+    }
+    j->ids[j->n_ids++] = id;
+    return true;
+}
+
+/* Cut the text at the earliest stop sequence in the unreleased part (a
+ * match cannot start earlier: text that could begin one is never released). */
+static bool find_stop(lsd_job *j) {
+    size_t best = SIZE_MAX;
+    const char *hay = j->text + j->text_sent;
+    size_t hay_len = j->text_len - j->text_sent;
+    for (int i = 0; i < j->n_stops; i++) {
+        const char *m = memmem(hay, hay_len, j->stops[i], j->stop_len[i]);
+        if (m && (size_t)(m - j->text) < best) best = (size_t)(m - j->text);
+    }
+    if (best == SIZE_MAX) return false;
+    j->text_len = best;
+    j->text[best] = 0;
+    return true;
+}
+
+/* the longest unreleased suffix that is a proper prefix of some stop string */
+static size_t holdback(const lsd_job *j) {
+    size_t avail = j->text_len - j->text_sent, best = 0;
+    for (int i = 0; i < j->n_stops; i++) {
+        size_t k = j->stop_len[i] - 1 < avail ? j->stop_len[i] - 1 : avail;
+        for (; k > best; k--)
+            if (memcmp(j->text + j->text_len - k, j->stops[i], k) == 0) { best = k; break; }
+    }
+    return best;
+}
+
+static void release(lsd_job *j) {
+    size_t end = j->text_len - holdback(j);
+    if (end <= j->text_sent) return;
+    if (j->on_chunk)
+        j->on_chunk(j->user, j, j->text + j->text_sent, end - j->text_sent, j->ids + j->ids_sent,
+                    j->n_ids - j->ids_sent);
+    j->text_sent = end;
+    j->ids_sent = j->n_ids;
+}
+
+/* append a token's text (or the flushed tail when id < 0); false on a stop match or OOM */
+static bool push_text(run_state *r, int32_t id) {
+    for (;;) {
+        int64_t n = id >= 0 ? ls_detok_stream_push(&r->ds, id, r->piece, r->piece_cap)
+                            : ls_detok_stream_flush(&r->ds, r->piece, r->piece_cap);
+        if (n >= 0) {
+            if (n > 0 && !text_append(r->job, r->piece, (size_t)n)) { r->oom = true; return false; }
+            break;
+        }
+        char *p = realloc(r->piece, (size_t)-n);
+        if (!p) { r->oom = true; return false; }
+        r->piece = p;
+        r->piece_cap = -n;
+    }
+    if (r->job->n_stops && find_stop(r->job)) { r->stop_hit = true; return false; }
+    return true;
+}
+
+static bool on_token(void *user, int32_t t) {
+    run_state *r = user;
+    lsd_job *j = r->job;
+    if (atomic_load(&j->cancel)) { r->cancelled = true; return false; }
+    if (j->ttft_ms == 0) j->ttft_ms = ls_time_ms() - j->t_arrival;
+    for (int i = 0; i < j->n_stop_ids; i++)
+        if (j->stop_ids[i] == t) { r->stop_hit = true; return false; }
+    if (!ids_append(j, t)) { r->oom = true; return false; }
+    if (!push_text(r, t)) return false;
+    release(j);
+    return true;
+}
+
+static void run_job(sched_slot *sl, lsd_job *j) {
+    lsd_sched *s = sl->s;
+    double t_start = ls_time_ms();
+    j->queue_ms = t_start - j->t_arrival;
+    run_state r = {.job = j, .piece_cap = 256};
+    r.piece = malloc((size_t)r.piece_cap);
+    ls_detok_stream_init(&r.ds, s->tok, false);
+    r.ds.first = false; /* the text continues the prompt: keep a leading space, as the bench prints it */
+    ls_err err = {{0}};
+    ls_status st = LS_OK;
+    if (!r.piece) r.oom = true;
+    else if (atomic_load(&j->cancel)) r.cancelled = true;
+    else st = ls_generate(sl->ctx, sl->kv, j->prompt, j->n_prompt, &j->params, sl->out, on_token, &r, &j->gen, &err);
+
+    /* end-of-generation tokens never reach the callback, but are part of the output */
+    if (st == LS_OK && !r.cancelled && !r.oom && j->gen.finish == LS_FINISH_EOG && j->gen.n_generated > 0) {
+        if (j->ttft_ms == 0) j->ttft_ms = ls_time_ms() - j->t_arrival;
+        if (!ids_append(j, sl->out[j->gen.n_generated - 1])) r.oom = true;
+        else push_text(&r, sl->out[j->gen.n_generated - 1]);
+    }
+    if (st == LS_OK && !r.cancelled && !r.oom && !r.stop_hit) push_text(&r, -1);
+    j->total_ms = ls_time_ms() - j->t_arrival;
+    if (j->ttft_ms == 0) j->ttft_ms = j->total_ms;
+
+    if (r.cancelled || atomic_load(&j->cancel)) {
+        j->code = atomic_load(&j->cancel_code);
+        snprintf(j->message, sizeof j->message, "%s",
+                 j->code == CODE_UNAVAILABLE ? "server is shutting down" : "request cancelled");
+    } else if (st != LS_OK) {
+        j->code = CODE_INTERNAL;
+        snprintf(j->message, sizeof j->message, "generation failed: %.480s", err.msg);
+    } else if (r.oom) {
+        j->code = CODE_INTERNAL;
+        snprintf(j->message, sizeof j->message, "out of memory while collecting the output");
+    } else {
+        j->code = CODE_OK;
+        if (r.stop_hit) j->finish_reason = LSD_FINISH_STOP;
+        else switch (j->gen.finish) {
+            case LS_FINISH_EOG: j->finish_reason = LSD_FINISH_EOS; break;
+            case LS_FINISH_CONTEXT: j->finish_reason = LSD_FINISH_CONTEXT; break;
+            case LS_FINISH_STOPPED: j->finish_reason = LSD_FINISH_STOP; break;
+            case LS_FINISH_LENGTH: default:
+                /* a default max_tokens cut to the room left ends because the window is full */
+                j->finish_reason = j->until_context_full ? LSD_FINISH_CONTEXT : LSD_FINISH_LENGTH;
+                break;
+            }
+    }
+    if (s->o.metrics) {
+        int gen = j->n_ids;
+        /* -1: not observed (no token came out) */
+        double tpot = gen > 0 && j->gen.decode_ms > 0 ? j->gen.decode_ms / 1e3 / gen : -1;
+        lsd_metrics_generation_done(s->o.metrics, j->n_prompt, gen, j->gen.drafted, j->gen.accepted,
+                                    gen > 0 ? j->ttft_ms / 1e3 : -1, j->queue_ms / 1e3, tpot);
+    }
+    free(r.piece);
+}
+
+static void *worker_main(void *arg) {
+    sched_slot *sl = arg;
+    lsd_sched *s = sl->s;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->head && !s->closed) pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->head) break; /* closed and nothing left */
+        lsd_job *j = s->head;
+        s->head = j->next;
+        if (!s->head) s->tail = NULL;
+        j->next = NULL;
+        j->queued = false;
+        s->n_queued--;
+        s->n_busy++;
+        sl->job = j;
+        publish_gauges(s);
+        pthread_mutex_unlock(&s->mu);
+
+        run_job(sl, j);
+        pthread_mutex_lock(&s->mu);
+        sl->job = NULL; /* on_done may free the job: nobody may cancel it after this */
+        pthread_mutex_unlock(&s->mu);
+        j->on_done(j->user, j);
+
+        /* busy until the result is handed over, so a drain waits for it */
+        pthread_mutex_lock(&s->mu);
+        s->n_busy--;
+        publish_gauges(s);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+int lsd_sched_create(const lsd_sched_opts *o, lsd_sched **out, char *err, size_t err_len) {
+    *out = NULL;
+    lsd_sched *s = calloc(1, sizeof *s);
+    if (!s) { snprintf(err, err_len, "out of memory creating the scheduler"); return -1; }
+    s->o = *o;
+    s->tok = ls_model_tokenizer(o->model);
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    s->slots = calloc((size_t)o->n_slots, sizeof(sched_slot));
+    if (!s->slots) {
+        snprintf(err, err_len, "out of memory creating %d session slots", o->n_slots);
+        lsd_sched_free(s);
+        return -1;
+    }
+    const ls_config *cfg = ls_model_config(o->model);
+    for (int i = 0; i < o->n_slots; i++) {
+        sched_slot *sl = &s->slots[i];
+        sl->s = s;
+        sl->index = i;
+        ls_err e = {{0}};
+        if (ls_ctx_create(o->model, o->n_threads, o->max_batch, &sl->ctx, &e) != LS_OK ||
+            ls_kv_create(o->model, 0, cfg->n_layers, o->n_ctx, &sl->kv, &e) != LS_OK) {
+            snprintf(err, err_len, "session slot %d of %d: %s (lower --max-sessions or --ctx)", i + 1,
+                     o->n_slots, e.msg);
+            lsd_sched_free(s);
+            return -1;
+        }
+        ls_ctx_set_exact(sl->ctx, true);
+        sl->out = malloc(sizeof(int32_t) * ((size_t)o->n_ctx + 1));
+        if (!sl->out) {
+            snprintf(err, err_len, "out of memory for session slot %d (lower --ctx)", i + 1);
+            lsd_sched_free(s);
+            return -1;
+        }
+    }
+    for (int i = 0; i < o->n_slots; i++) {
+        if (pthread_create(&s->slots[i].thread, NULL, worker_main, &s->slots[i]) != 0) {
+            snprintf(err, err_len, "cannot start the worker thread of session slot %d", i + 1);
+            lsd_sched_free(s);
+            return -1;
+        }
+        s->slots[i].thread_started = true;
+    }
+    pthread_mutex_lock(&s->mu);
+    if (s->o.metrics) publish_gauges(s);
+    pthread_mutex_unlock(&s->mu);
+    *out = s;
+    return 0;
+}
+
+/* take every queued job out (caller holds mu); returns the list */
+static lsd_job *take_queue(lsd_sched *s) {
+    lsd_job *list = s->head;
+    for (lsd_job *j = list; j; j = j->next) j->queued = false;
+    s->head = s->tail = NULL;
+    s->n_queued = 0;
+    publish_gauges(s);
+    return list;
+}
+
+static void finish_cancelled(lsd_job *list, int code) {
+    while (list) {
+        lsd_job *next = list->next;
+        list->next = NULL;
+        list->code = code;
+        snprintf(list->message, sizeof list->message, "%s",
+                 code == CODE_UNAVAILABLE ? "server is shutting down" : "request cancelled");
+        list->total_ms = ls_time_ms() - list->t_arrival;
+        list->queue_ms = list->total_ms;
+        list->on_done(list->user, list);
+        list = next;
+    }
+}
+
+void lsd_sched_cancel_all(lsd_sched *s, int code) {
+    pthread_mutex_lock(&s->mu);
+    s->closed = true;
+    lsd_job *list = take_queue(s);
+    for (int i = 0; i < s->o.n_slots; i++) {
+        lsd_job *j = s->slots[i].job;
+        if (j) {
+            atomic_store(&j->cancel_code, code);
+            atomic_store(&j->cancel, true);
+        }
+    }
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    finish_cancelled(list, code);
+}
+
+void lsd_sched_free(lsd_sched *s) {
+    if (!s) return;
+    if (s->slots) {
+        lsd_sched_cancel_all(s, CODE_UNAVAILABLE);
+        for (int i = 0; i < s->o.n_slots; i++) {
+            sched_slot *sl = &s->slots[i];
+            if (sl->thread_started) pthread_join(sl->thread, NULL);
+            ls_kv_free(sl->kv);
+            ls_ctx_free(sl->ctx);
+            free(sl->out);
+        }
+        free(s->slots);
+    }
+    pthread_cond_destroy(&s->cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+lsd_submit_result lsd_sched_submit(lsd_sched *s, lsd_job *job, int *n_waiting) {
+    pthread_mutex_lock(&s->mu);
+    if (s->closed) {
+        pthread_mutex_unlock(&s->mu);
+        return LSD_SUBMIT_CLOSED;
+    }
+    /* idle slots take a job at once, so it never counts as waiting */
+    int idle = s->o.n_slots - s->n_busy;
+    if (s->n_queued >= s->o.max_queue + idle) {
+        int w = s->n_queued - idle;
+        if (n_waiting) *n_waiting = w > 0 ? w : 0;
+        pthread_mutex_unlock(&s->mu);
+        return LSD_SUBMIT_FULL;
+    }
+    job->next = NULL;
+    job->queued = true;
+    if (s->tail) s->tail->next = job;
+    else s->head = job;
+    s->tail = job;
+    s->n_queued++;
+    publish_gauges(s);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return LSD_SUBMIT_OK;
+}
+
+void lsd_sched_cancel(lsd_sched *s, lsd_job *job, int code) {
+    bool removed = false;
+    pthread_mutex_lock(&s->mu);
+    atomic_store(&job->cancel_code, code);
+    atomic_store(&job->cancel, true);
+    if (job->queued) {
+        lsd_job **pp = &s->head, *prev = NULL;
+        while (*pp && *pp != job) { prev = *pp; pp = &(*pp)->next; }
+        if (*pp) {
+            *pp = job->next;
+            if (s->tail == job) s->tail = prev;
+            job->next = NULL;
+            job->queued = false;
+            s->n_queued--;
+            publish_gauges(s);
+            removed = true;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (removed) finish_cancelled(job, code);
+}
+
+int lsd_sched_active(lsd_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_queued + s->n_busy;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}

@@ -1,0 +1,482 @@
+/* service.c: request validation and protobuf encode/decode for the
+ * LayerSkip and Health services. Requests are hostile until checked: every
+ * field is checked here before a job reaches a session, and every answer
+ * that carries model text is valid UTF-8 (protobuf strings must be). */
+#include "service.h"
+
+#include "config.h"
+#include "layerskip/tokenizer.h"
+#include "layerskip/v1/layerskip.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#define REPEAT_LAST_N 64 /* the bench's default history for the repetition penalty */
+
+__attribute__((format(printf, 3, 4)))
+static grpc_status_code fail(char *msg, size_t msg_len, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, msg_len, fmt, ap);
+    va_end(ap);
+    return GRPC_STATUS_INVALID_ARGUMENT;
+}
+
+bool lsd_utf8_valid(const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        if (c < 0x80) { i++; continue; }
+        int len;
+        unsigned cp, min;
+        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
+        else return false;
+        if (i + (size_t)len > n) return false;
+        for (int k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80) return false;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+        i += (size_t)len;
+    }
+    return true;
+}
+
+/* length of the valid UTF-8 character at p (n bytes left), 0 if invalid */
+static size_t utf8_char_len(const unsigned char *p, size_t n) {
+    return lsd_utf8_valid((const char *)p, 1) ? 1
+           : n >= 2 && lsd_utf8_valid((const char *)p, 2) ? 2
+           : n >= 3 && lsd_utf8_valid((const char *)p, 3) ? 3
+           : n >= 4 && lsd_utf8_valid((const char *)p, 4) ? 4 : 0;
+}
+
+/* copy of s with every byte that is not part of a valid UTF-8 character
+ * written as repl(byte) ("<0xNN>" or U+FFFD); malloc'd, NUL-terminated */
+static char *utf8_clean(const char *s, size_t n, bool hex) {
+    char *out = malloc(n * 6 + 1);
+    if (!out) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t k = utf8_char_len((const unsigned char *)s + i, n - i);
+        if (k && s[i] != 0) {
+            memcpy(out + o, s + i, k);
+            o += k;
+            i += k;
+        } else if (hex) {
+            o += (size_t)sprintf(out + o, "<0x%02X>", (unsigned char)s[i]);
+            i++;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
+static uint64_t random_seed(void) {
+    uint64_t v = 0;
+    if (getrandom(&v, sizeof v, GRND_NONBLOCK) == (ssize_t)sizeof v) return v;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
+}
+
+static grpc_status_code fill_prompt(lsd_service *sv, const Layerskip__V1__GenerateRequest *r, lsd_job *job,
+                                    char *msg, size_t msg_len) {
+    const ls_tokenizer *tok = ls_model_tokenizer(sv->model);
+    int32_t n_vocab = ls_tokenizer_n_vocab(tok);
+    if (r->input_case == LAYERSKIP__V1__GENERATE_REQUEST__INPUT_PROMPT_IDS) {
+        const Layerskip__V1__TokenIds *t = r->prompt_ids;
+        if (!t || t->n_ids == 0)
+            return fail(msg, msg_len, "prompt_ids is empty: give at least one token id, or a prompt text");
+        if (t->n_ids > (size_t)sv->n_ctx)
+            return fail(msg, msg_len, "prompt_ids has %zu tokens, more than the context of %d (the daemon's --ctx)",
+                        t->n_ids, sv->n_ctx);
+        for (size_t i = 0; i < t->n_ids; i++)
+            if (t->ids[i] < 0 || t->ids[i] >= n_vocab)
+                return fail(msg, msg_len, "prompt_ids[%zu] = %d is outside the vocabulary [0, %d)", i, t->ids[i],
+                            n_vocab);
+        job->prompt = malloc(sizeof(int32_t) * t->n_ids);
+        if (!job->prompt) return fail(msg, msg_len, "out of memory for prompt_ids");
+        memcpy(job->prompt, t->ids, sizeof(int32_t) * t->n_ids);
+        job->n_prompt = (int)t->n_ids;
+        return GRPC_STATUS_OK;
+    }
+    const char *text = r->input_case == LAYERSKIP__V1__GENERATE_REQUEST__INPUT_PROMPT ? r->prompt : "";
+    size_t len = strlen(text);
+    if (len == 0) return fail(msg, msg_len, "prompt is empty: give a prompt text or prompt_ids");
+    if (!lsd_utf8_valid(text, len)) return fail(msg, msg_len, "prompt is not valid UTF-8: send UTF-8 text");
+    /* as layerskip-bench: the model's BOS rule, special token texts matched */
+    bool add_bos = ls_tokenizer_add_bos(tok);
+    int64_t n = ls_tokenize(tok, text, len, add_bos, true, NULL, 0);
+    if (n == INT64_MIN) return fail(msg, msg_len, "out of memory tokenizing the prompt");
+    int64_t cap = (n < 0 ? -n : n) + 1;
+    if (cap - 1 > sv->n_ctx)
+        return fail(msg, msg_len, "prompt is %lld tokens, longer than the context of %d (the daemon's --ctx): "
+                    "shorten the prompt or raise --ctx", (long long)(cap - 1), sv->n_ctx);
+    job->prompt = malloc(sizeof(int32_t) * (size_t)cap);
+    if (!job->prompt) return fail(msg, msg_len, "out of memory for the prompt");
+    n = ls_tokenize(tok, text, len, add_bos, true, job->prompt, cap);
+    if (n < 1) return fail(msg, msg_len, "prompt gives no tokens: give a non-empty prompt");
+    job->n_prompt = (int)n;
+    return GRPC_STATUS_OK;
+}
+
+static grpc_status_code fill_params(lsd_service *sv, const Layerskip__V1__GenerateRequest *r, lsd_job *job,
+                                    char *msg, size_t msg_len) {
+    const ls_config *cfg = ls_model_config(sv->model);
+    const int L = cfg->n_layers;
+    ls_gen_params *p = &job->params;
+    memset(p, 0, sizeof *p);
+    ls_err err = {{0}};
+
+    if (r->strategy && r->strategy[0]) {
+        if (ls_strategy_parse(r->strategy, &p->strategy, &err) != LS_OK)
+            return fail(msg, msg_len, "strategy: %s", err.msg);
+    } else {
+        p->strategy = sv->default_strategy;
+    }
+    if (r->exit_layer != 0 && (r->exit_layer < 1 || r->exit_layer > L - 1))
+        return fail(msg, msg_len, "exit_layer %d is out of range [1, %d] (this model has %d layers; 0 = the daemon's "
+                    "default %d)", r->exit_layer, L - 1, L, sv->default_exit_layer);
+    p->exit_layer = r->exit_layer ? r->exit_layer : sv->default_exit_layer;
+    if (r->num_speculations != 0 && (r->num_speculations < 1 || r->num_speculations > LS_MAX_SPECULATIONS))
+        return fail(msg, msg_len, "num_speculations %d is out of range [1, %d] (0 = the daemon's default %d)",
+                    r->num_speculations, LS_MAX_SPECULATIONS, sv->default_num_speculations);
+    p->num_speculations = r->num_speculations ? r->num_speculations : sv->default_num_speculations;
+    p->draft_min_p = sv->draft_min_p;
+    p->ignore_eog = r->ignore_eos;
+
+    ls_sampling_default(&p->sampling);
+    p->sampling.repeat_last_n = REPEAT_LAST_N;
+    const Layerskip__V1__SamplingParams *s = r->sampling;
+    if (s) {
+        p->sampling.temperature = s->temperature;
+        p->sampling.top_k = s->top_k;
+        p->sampling.top_p = s->top_p == 0 ? 1.0f : s->top_p;
+        p->sampling.min_p = s->min_p;
+        p->sampling.repeat_penalty = s->repetition_penalty == 0 ? 1.0f : s->repetition_penalty;
+    }
+    if (s && s->seed_option_case == LAYERSKIP__V1__SAMPLING_PARAMS__SEED_OPTION_SEED) p->sampling.seed = s->seed;
+    else p->sampling.seed = random_seed();
+    if (ls_sampling_check(&p->sampling, &err) != LS_OK) {
+        /* the engine names its own fields; the proto calls the penalty repetition_penalty */
+        if (strncmp(err.msg, "repeat_penalty", 14) == 0)
+            return fail(msg, msg_len, "sampling.repetition_penalty%s", err.msg + 14);
+        return fail(msg, msg_len, "sampling.%s", err.msg);
+    }
+
+    /* room left in the context decides max_tokens */
+    int room = sv->n_ctx - job->n_prompt;
+    if (r->max_tokens < 0)
+        return fail(msg, msg_len, "max_tokens %d must be >= 0 (0 = the daemon's default %d)", r->max_tokens,
+                    sv->default_max_tokens);
+    if (room < 1)
+        return fail(msg, msg_len, "prompt is %d tokens and fills the context of %d (the daemon's --ctx): "
+                    "shorten the prompt or raise --ctx", job->n_prompt, sv->n_ctx);
+    if (r->max_tokens > room)
+        return fail(msg, msg_len, "max_tokens %d does not fit: the prompt is %d tokens and the context %d "
+                    "(--ctx), so at most %d tokens can be generated; lower max_tokens", r->max_tokens,
+                    job->n_prompt, sv->n_ctx, room);
+    p->n_predict = r->max_tokens ? r->max_tokens : (sv->default_max_tokens < room ? sv->default_max_tokens : room);
+    job->until_context_full = r->max_tokens == 0 && sv->default_max_tokens >= room;
+
+    if (ls_gen_params_check(p, L, &err) != LS_OK) return fail(msg, msg_len, "%s", err.msg);
+    return GRPC_STATUS_OK;
+}
+
+grpc_status_code lsd_service_prepare_generate(lsd_service *sv, const uint8_t *req, size_t len, lsd_job *job,
+                                              char *msg, size_t msg_len) {
+    Layerskip__V1__GenerateRequest *r = layerskip__v1__generate_request__unpack(NULL, len, req);
+    if (!r) return fail(msg, msg_len, "the request is not a valid layerskip.v1.GenerateRequest message");
+    grpc_status_code code = GRPC_STATUS_OK;
+    size_t id_len = strlen(r->request_id);
+    const ls_tokenizer *tok = ls_model_tokenizer(sv->model);
+    if (id_len >= LSD_REQUEST_ID_MAX || !lsd_utf8_valid(r->request_id, id_len)) {
+        code = fail(msg, msg_len, "request_id must be valid UTF-8 of at most %d bytes", LSD_REQUEST_ID_MAX - 1);
+        goto out;
+    }
+    if (id_len) memcpy(job->request_id, r->request_id, id_len + 1);
+    else snprintf(job->request_id, sizeof job->request_id, "req-%llu",
+                  (unsigned long long)atomic_fetch_add(&sv->next_request, 1) + 1);
+
+    if (r->n_stop > LSD_MAX_STOPS) {
+        code = fail(msg, msg_len, "stop has %zu strings, more than %d: send fewer stop sequences", r->n_stop,
+                    LSD_MAX_STOPS);
+        goto out;
+    }
+    for (size_t i = 0; i < r->n_stop; i++) {
+        size_t n = strlen(r->stop[i]);
+        if (n == 0) { code = fail(msg, msg_len, "stop[%zu] is empty: remove it", i); goto out; }
+        if (n > LSD_MAX_STOP_BYTES) {
+            code = fail(msg, msg_len, "stop[%zu] is %zu bytes, longer than %d", i, n, LSD_MAX_STOP_BYTES);
+            goto out;
+        }
+        if (!lsd_utf8_valid(r->stop[i], n)) { code = fail(msg, msg_len, "stop[%zu] is not valid UTF-8", i); goto out; }
+        job->stops[i] = strdup(r->stop[i]);
+        if (!job->stops[i]) { code = fail(msg, msg_len, "out of memory for stop[%zu]", i); goto out; }
+        job->stop_len[i] = n;
+        job->n_stops = (int)i + 1;
+    }
+    if (r->n_stop_token_ids > LSD_MAX_STOP_IDS) {
+        code = fail(msg, msg_len, "stop_token_ids has %zu ids, more than %d", r->n_stop_token_ids, LSD_MAX_STOP_IDS);
+        goto out;
+    }
+    for (size_t i = 0; i < r->n_stop_token_ids; i++) {
+        if (r->stop_token_ids[i] < 0 || r->stop_token_ids[i] >= ls_tokenizer_n_vocab(tok)) {
+            code = fail(msg, msg_len, "stop_token_ids[%zu] = %d is outside the vocabulary [0, %d)", i,
+                        r->stop_token_ids[i], ls_tokenizer_n_vocab(tok));
+            goto out;
+        }
+    }
+    if (r->n_stop_token_ids) {
+        job->stop_ids = malloc(sizeof(int32_t) * r->n_stop_token_ids);
+        if (!job->stop_ids) { code = fail(msg, msg_len, "out of memory for stop_token_ids"); goto out; }
+        memcpy(job->stop_ids, r->stop_token_ids, sizeof(int32_t) * r->n_stop_token_ids);
+        job->n_stop_ids = (int)r->n_stop_token_ids;
+    }
+    code = fill_prompt(sv, r, job, msg, msg_len);
+    if (code == GRPC_STATUS_OK) code = fill_params(sv, r, job, msg, msg_len);
+out:
+    layerskip__v1__generate_request__free_unpacked(r, NULL);
+    return code;
+}
+
+static void fill_stats(const lsd_job *j, Layerskip__V1__Stats *st) {
+    const ls_gen_params *p = &j->params;
+    st->prompt_tokens = j->n_prompt;
+    st->generated_tokens = j->n_ids;
+    st->drafted = j->gen.drafted;
+    st->accepted = j->gen.accepted;
+    st->acceptance_rate = j->gen.drafted ? (double)j->gen.accepted / (double)j->gen.drafted : 0;
+    st->time_to_first_token_ms = j->ttft_ms;
+    st->tokens_per_second = j->gen.decode_ms > 0 ? j->n_ids / (j->gen.decode_ms / 1e3) : 0;
+    st->queue_ms = j->queue_ms;
+    st->total_ms = j->total_ms;
+    st->strategy = (char *)ls_strategy_name(p->strategy);
+    st->exit_layer = p->strategy == LS_STRATEGY_AUTOREGRESSIVE ? 0 : p->exit_layer;
+    st->num_speculations = p->strategy == LS_STRATEGY_SELF_SPECULATIVE ? p->num_speculations : 0;
+    st->seed = p->sampling.seed;
+    st->rounds = j->gen.rounds;
+}
+
+static int pack_msg(const ProtobufCMessage *m, uint8_t **out, size_t *out_len) {
+    size_t n = protobuf_c_message_get_packed_size(m);
+    *out = malloc(n ? n : 1);
+    if (!*out) return -1;
+    *out_len = protobuf_c_message_pack(m, *out);
+    return 0;
+}
+
+int lsd_service_encode_response(const lsd_service *sv, const lsd_job *job, uint8_t **out, size_t *out_len) {
+    Layerskip__V1__GenerateResponse r = LAYERSKIP__V1__GENERATE_RESPONSE__INIT;
+    Layerskip__V1__Stats st = LAYERSKIP__V1__STATS__INIT;
+    fill_stats(job, &st);
+    r.request_id = (char *)job->request_id;
+    r.text = job->text ? job->text : "";
+    r.n_token_ids = (size_t)job->n_ids;
+    r.token_ids = job->ids;
+    r.finish_reason = (Layerskip__V1__FinishReason)job->finish_reason;
+    r.stats = &st;
+    return pack_msg(&r.base, out, out_len);
+}
+
+int lsd_service_encode_chunk(const lsd_service *sv, const lsd_job *job, const char *text, size_t text_len,
+                             const int32_t *ids, int n_ids, bool final, uint8_t **out, size_t *out_len) {
+    Layerskip__V1__GenerateChunk c = LAYERSKIP__V1__GENERATE_CHUNK__INIT;
+    Layerskip__V1__Stats st = LAYERSKIP__V1__STATS__INIT;
+    char *t = malloc(text_len + 1);
+    if (!t) return -1;
+    memcpy(t, text, text_len);
+    t[text_len] = 0;
+    c.request_id = (char *)job->request_id;
+    c.text = t;
+    c.n_token_ids = (size_t)n_ids;
+    c.token_ids = (int32_t *)ids;
+    if (final) {
+        fill_stats(job, &st);
+        c.finish_reason = (Layerskip__V1__FinishReason)job->finish_reason;
+        c.stats = &st;
+    }
+    int rc = pack_msg(&c.base, out, out_len);
+    free(t);
+    return rc;
+}
+
+grpc_status_code lsd_service_tokenize(const lsd_service *sv, const uint8_t *req, size_t len, uint8_t **out,
+                                      size_t *out_len, char *msg, size_t msg_len) {
+    Layerskip__V1__TokenizeRequest *r = layerskip__v1__tokenize_request__unpack(NULL, len, req);
+    if (!r) return fail(msg, msg_len, "the request is not a valid layerskip.v1.TokenizeRequest message");
+    const ls_tokenizer *tok = ls_model_tokenizer(sv->model);
+    grpc_status_code code = GRPC_STATUS_OK;
+    int32_t *ids = NULL;
+    char **pieces = NULL;
+    int64_t n = 0;
+    size_t tl = strlen(r->text);
+    if (!lsd_utf8_valid(r->text, tl)) { code = fail(msg, msg_len, "text is not valid UTF-8"); goto out; }
+    bool add_bos = r->add_bos_option_case == LAYERSKIP__V1__TOKENIZE_REQUEST__ADD_BOS_OPTION_ADD_BOS
+                       ? r->add_bos : ls_tokenizer_add_bos(tok);
+    n = ls_tokenize(tok, r->text, tl, add_bos, r->parse_special, NULL, 0);
+    int64_t cap = (n < 0 ? -n : n) + 1;
+    ids = malloc(sizeof(int32_t) * (size_t)cap);
+    if (n == INT64_MIN || !ids) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); goto out; }
+    n = ls_tokenize(tok, r->text, tl, add_bos, r->parse_special, ids, cap);
+    if (n < 0) n = 0;
+    pieces = calloc((size_t)n + 1, sizeof(char *));
+    if (!pieces) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); goto out; }
+    for (int64_t i = 0; i < n; i++) {
+        char buf[512];
+        int64_t k = ls_token_to_bytes(tok, ids[i], true, buf, sizeof buf);
+        char *big = NULL;
+        if (k < 0) {
+            big = malloc((size_t)-k);
+            k = big ? ls_token_to_bytes(tok, ids[i], true, big, -k) : 0;
+        }
+        pieces[i] = utf8_clean(big ? big : buf, k > 0 ? (size_t)k : 0, true);
+        free(big);
+        if (!pieces[i]) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); goto out; }
+    }
+    Layerskip__V1__TokenizeResponse resp = LAYERSKIP__V1__TOKENIZE_RESPONSE__INIT;
+    resp.n_ids = (size_t)n;
+    resp.ids = ids;
+    resp.n_pieces = (size_t)n;
+    resp.pieces = pieces;
+    if (pack_msg(&resp.base, out, out_len) != 0) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); }
+out:
+    if (pieces) for (int64_t i = 0; i < n; i++) free(pieces[i]);
+    free(pieces);
+    free(ids);
+    layerskip__v1__tokenize_request__free_unpacked(r, NULL);
+    return code;
+}
+
+grpc_status_code lsd_service_detokenize(const lsd_service *sv, const uint8_t *req, size_t len, uint8_t **out,
+                                        size_t *out_len, char *msg, size_t msg_len) {
+    Layerskip__V1__DetokenizeRequest *r = layerskip__v1__detokenize_request__unpack(NULL, len, req);
+    if (!r) return fail(msg, msg_len, "the request is not a valid layerskip.v1.DetokenizeRequest message");
+    const ls_tokenizer *tok = ls_model_tokenizer(sv->model);
+    grpc_status_code code = GRPC_STATUS_OK;
+    char *raw = NULL, *clean = NULL;
+    for (size_t i = 0; i < r->n_ids; i++) {
+        if (r->ids[i] < 0 || r->ids[i] >= ls_tokenizer_n_vocab(tok)) {
+            code = fail(msg, msg_len, "ids[%zu] = %d is outside the vocabulary [0, %d)", i, r->ids[i],
+                        ls_tokenizer_n_vocab(tok));
+            goto out;
+        }
+    }
+    int64_t need = ls_detokenize(tok, r->ids, (int64_t)r->n_ids, r->render_special, NULL, 0);
+    int64_t cap = need < 0 ? -need : need + 1;
+    raw = malloc((size_t)cap);
+    if (!raw) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); goto out; }
+    int64_t n = ls_detokenize(tok, r->ids, (int64_t)r->n_ids, r->render_special, raw, cap);
+    clean = utf8_clean(raw, n > 0 ? (size_t)n : 0, false); /* partial characters become U+FFFD */
+    if (!clean) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); goto out; }
+    Layerskip__V1__DetokenizeResponse resp = LAYERSKIP__V1__DETOKENIZE_RESPONSE__INIT;
+    resp.text = clean;
+    if (pack_msg(&resp.base, out, out_len) != 0) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); }
+out:
+    free(raw);
+    free(clean);
+    layerskip__v1__detokenize_request__free_unpacked(r, NULL);
+    return code;
+}
+
+grpc_status_code lsd_service_model_info(const lsd_service *sv, const uint8_t *req, size_t len, uint8_t **out,
+                                        size_t *out_len, char *msg, size_t msg_len) {
+    Layerskip__V1__GetModelInfoRequest *r = layerskip__v1__get_model_info_request__unpack(NULL, len, req);
+    if (!r) return fail(msg, msg_len, "the request is not a valid layerskip.v1.GetModelInfoRequest message");
+    layerskip__v1__get_model_info_request__free_unpacked(r, NULL);
+    const ls_config *cfg = ls_model_config(sv->model);
+    const ls_tokenizer *tok = ls_model_tokenizer(sv->model);
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof host - 1) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = 0;
+
+    Layerskip__V1__ModelInfo m = LAYERSKIP__V1__MODEL_INFO__INIT;
+    Layerskip__V1__IntRange er = LAYERSKIP__V1__INT_RANGE__INIT, kr = LAYERSKIP__V1__INT_RANGE__INIT,
+                            mr = LAYERSKIP__V1__INT_RANGE__INIT;
+    Layerskip__V1__Stage stage = LAYERSKIP__V1__STAGE__INIT, *stages[1] = {&stage};
+    char *strategies[3] = {(char *)ls_strategy_name(LS_STRATEGY_AUTOREGRESSIVE),
+                           (char *)ls_strategy_name(LS_STRATEGY_EARLY_EXIT),
+                           (char *)ls_strategy_name(LS_STRATEGY_SELF_SPECULATIVE)};
+    m.name = (char *)cfg->name;
+    m.architecture = (char *)cfg->arch;
+    m.path = (char *)sv->model_path;
+    m.layers = cfg->n_layers;
+    m.hidden_size = cfg->dim;
+    m.heads = cfg->n_heads;
+    m.kv_heads = cfg->n_kv_heads;
+    m.ffn_size = cfg->ffn_dim;
+    m.vocab_size = cfg->n_vocab;
+    m.context = sv->n_ctx;
+    m.train_context = cfg->ctx_train;
+    m.tokenizer = ls_tokenizer_kind(tok) == LS_TOK_SPM ? "spm" : "bpe";
+    m.bos_id = ls_tokenizer_bos(tok);
+    m.eos_id = ls_tokenizer_eos(tok);
+    m.default_strategy = (char *)ls_strategy_name(sv->default_strategy);
+    m.default_exit_layer = sv->default_exit_layer;
+    m.default_num_speculations = sv->default_num_speculations;
+    m.default_max_tokens = sv->default_max_tokens;
+    m.n_strategies = 3;
+    m.strategies = strategies;
+    er.min = 1;
+    er.max = cfg->n_layers - 1;
+    kr.min = 1;
+    kr.max = LS_MAX_SPECULATIONS;
+    mr.min = 1;
+    mr.max = sv->n_ctx - 1;
+    m.exit_layer_range = &er;
+    m.num_speculations_range = &kr;
+    m.max_tokens_range = &mr;
+    stage.rank = 0;
+    stage.first_layer = 0;
+    stage.last_layer = cfg->n_layers;
+    stage.embedding = 1;
+    stage.head = 1;
+    stage.host = host;
+    m.n_stages = 1;
+    m.stages = stages;
+    m.max_sessions = sv->max_sessions;
+    m.max_queue = sv->max_queue;
+    m.version = LSD_VERSION;
+    /* names come from files: never send invalid UTF-8 */
+    char *name = utf8_clean(cfg->name, strlen(cfg->name), false);
+    char *path = utf8_clean(sv->model_path, strlen(sv->model_path), false);
+    grpc_status_code code = GRPC_STATUS_OK;
+    if (!name || !path) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); goto out; }
+    m.name = name;
+    m.path = path;
+    if (pack_msg(&m.base, out, out_len) != 0) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); }
+out:
+    free(name);
+    free(path);
+    return code;
+}
+
+grpc_status_code lsd_service_health_request(const uint8_t *req, size_t len, char **service, char *msg,
+                                            size_t msg_len) {
+    Grpc__Health__V1__HealthCheckRequest *r = grpc__health__v1__health_check_request__unpack(NULL, len, req);
+    if (!r) return fail(msg, msg_len, "the request is not a valid grpc.health.v1.HealthCheckRequest message");
+    *service = strdup(r->service);
+    grpc__health__v1__health_check_request__free_unpacked(r, NULL);
+    if (!*service) { snprintf(msg, msg_len, "out of memory"); return GRPC_STATUS_RESOURCE_EXHAUSTED; }
+    return GRPC_STATUS_OK;
+}
+
+int lsd_service_health_response(int status, uint8_t **out, size_t *out_len) {
+    Grpc__Health__V1__HealthCheckResponse r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+    r.status = (Grpc__Health__V1__HealthCheckResponse__ServingStatus)status;
+    return pack_msg(&r.base, out, out_len);
+}

@@ -1,0 +1,64 @@
+/* service.h: the layerskip.v1.LayerSkip and grpc.health.v1 messages.
+ *
+ * Decoding and validation of requests (every rejection names the field and
+ * the fix) and encoding of responses, as pure functions over bytes, so the
+ * gRPC plumbing in server.c never touches protobuf-c and these can be
+ * tested without a network. Results are gRPC status numbers. */
+#ifndef LSD_SERVICE_H
+#define LSD_SERVICE_H
+
+#include "sched.h"
+
+#include <grpc/status.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lsd_service {
+    const ls_model *model;
+    const char *model_path;
+    int n_ctx;                  /* KV positions per session */
+    int default_max_tokens;
+    ls_strategy default_strategy;
+    int default_exit_layer;
+    int default_num_speculations;
+    float draft_min_p;
+    int max_sessions, max_queue;
+    atomic_uint_fast64_t next_request; /* for generated request ids */
+} lsd_service;
+
+/* health statuses (grpc.health.v1.HealthCheckResponse.ServingStatus) */
+enum { LSD_HEALTH_UNKNOWN = 0, LSD_HEALTH_SERVING = 1, LSD_HEALTH_NOT_SERVING = 2,
+       LSD_HEALTH_SERVICE_UNKNOWN = 3 };
+
+/* Decode a GenerateRequest into job (lsd_job_init'ed by the caller; on
+ * error job may hold allocations: lsd_job_clear it). msg gets the reason
+ * for any non-OK result. */
+grpc_status_code lsd_service_prepare_generate(lsd_service *sv, const uint8_t *req, size_t len,
+                                              lsd_job *job, char *msg, size_t msg_len);
+
+/* malloc'd serialized GenerateResponse of a finished job (text/ids whole) */
+int lsd_service_encode_response(const lsd_service *sv, const lsd_job *job, uint8_t **out, size_t *out_len);
+/* malloc'd serialized GenerateChunk; final adds finish_reason and stats */
+int lsd_service_encode_chunk(const lsd_service *sv, const lsd_job *job, const char *text, size_t text_len,
+                             const int32_t *ids, int n_ids, bool final, uint8_t **out, size_t *out_len);
+
+/* Tokenize, Detokenize, GetModelInfo: request bytes -> malloc'd response bytes */
+grpc_status_code lsd_service_tokenize(const lsd_service *sv, const uint8_t *req, size_t len,
+                                      uint8_t **out, size_t *out_len, char *msg, size_t msg_len);
+grpc_status_code lsd_service_detokenize(const lsd_service *sv, const uint8_t *req, size_t len,
+                                        uint8_t **out, size_t *out_len, char *msg, size_t msg_len);
+grpc_status_code lsd_service_model_info(const lsd_service *sv, const uint8_t *req, size_t len,
+                                        uint8_t **out, size_t *out_len, char *msg, size_t msg_len);
+
+/* HealthCheckRequest -> its service name (malloc'd) */
+grpc_status_code lsd_service_health_request(const uint8_t *req, size_t len, char **service,
+                                            char *msg, size_t msg_len);
+/* serialized HealthCheckResponse{status} */
+int lsd_service_health_response(int status, uint8_t **out, size_t *out_len);
+
+/* strict UTF-8 (no overlongs, surrogates, or code points past U+10FFFF) */
+bool lsd_utf8_valid(const char *s, size_t n);
+
+#endif
