@@ -77,6 +77,19 @@ echo "== building (build/)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build
 
-echo "== running the default model"
-./build/engine/layerskip-bench --model "$MODEL" -n 48 \
-  --prompt "The three most useful things to know about the C programming language are"
+echo "== serving the default model: layerskipd, then layerskip generate, then stop"
+sock_dir=$(mktemp -d)
+./build/daemon/layerskipd --model "$MODEL" --listen "unix:$sock_dir/layerskipd.sock" --log-level warn &
+daemon_pid=$!
+trap 'kill "$daemon_pid" 2>/dev/null; rm -rf "$sock_dir"' EXIT
+for _ in $(seq 300); do
+  ./build/client/layerskip health --server "unix:$sock_dir/layerskipd.sock" --timeout 1 >/dev/null 2>&1 && break
+  kill -0 "$daemon_pid" 2>/dev/null || { echo "error: layerskipd exited during startup" >&2; exit 1; }
+  sleep 0.2
+done
+./build/client/layerskip generate --server "unix:$sock_dir/layerskipd.sock" --max-steps 48 \
+  "The three most useful things to know about the C programming language are"
+kill -TERM "$daemon_pid"
+wait "$daemon_pid" || { echo "error: layerskipd did not exit cleanly" >&2; exit 1; }
+trap - EXIT
+rm -rf "$sock_dir"
