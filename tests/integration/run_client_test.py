@@ -192,8 +192,11 @@ def reference_generate(address, token, max_tokens):
     from layerskip.v1 import layerskip_pb2 as pb, layerskip_pb2_grpc as pb_grpc
     md = [("authorization", f"Bearer {token}")] if token else None
     with grpc.insecure_channel(address) as channel:
-        return pb_grpc.LayerSkipStub(channel).Generate(
-            pb.GenerateRequest(prompt=PROMPT, max_tokens=max_tokens), metadata=md, timeout=CLIENT_TIMEOUT_S)
+        try:
+            return pb_grpc.LayerSkipStub(channel).Generate(
+                pb.GenerateRequest(prompt=PROMPT, max_tokens=max_tokens), metadata=md, timeout=CLIENT_TIMEOUT_S)
+        except grpc.RpcError as e:
+            raise TestFailure(f"the harness's own Generate failed: {e.code().name}: {e.details()}")
 
 
 def check_example(cmd, address, token):
