@@ -131,7 +131,8 @@ static void lsd_log_from_gpr(gpr_log_func_args *args) {
     /* gRPC passes full source paths; the last component is enough to find it */
     const char *slash = strrchr(file, '/');
     if (slash) file = slash + 1;
-    lsd_log_write(l, "grpc", "grpc: %s (%s:%d)", args->message ? args->message : "", file, args->line);
+    /* no func: the "grpc:" prefix already says where it comes from */
+    lsd_log_write(l, "", "grpc: %s (%s:%d)", args->message ? args->message : "", file, args->line);
 }
 
 void lsd_log_install_grpc(void) {
