@@ -9,6 +9,7 @@
 #include "test_util.h"
 
 #include <fcntl.h>
+#include <grpc/support/log.h>
 #include <unistd.h>
 
 #ifndef LSD_DEPLOY_CONF
@@ -454,6 +455,17 @@ static void test_log(void) {
     CHECK_EQ_INT(lines, 3);
     CHECK(longest < 4096);
     CHECK(strstr(text, "xxx...\n") != NULL);
+    free(text);
+
+    /* gRPC's gpr_log goes through the same writer, filtered by our level */
+    lsd_log_set_level(LSD_LOG_INFO);
+    lsd_log_install_grpc();
+    capture_begin(&errc, 2, "daemon_log_grpc.txt");
+    gpr_log(GPR_ERROR, "boom %d", 42);
+    gpr_log(GPR_DEBUG, "too detailed");
+    text = capture_end(&errc);
+    CHECK(strstr(text, " error: grpc: boom 42 (test_daemon_config.c:") != NULL);
+    CHECK(strstr(text, "too detailed") == NULL);
     free(text);
 
     /* config logging: one info line per non-default option */
