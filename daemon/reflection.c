@@ -419,6 +419,11 @@ int lsd_reflection_answer(const uint8_t *req_bytes, size_t req_len, uint8_t **re
         }
     }
 
+    /* the echoed request drops fields this server does not know: protobuf-c
+     * keeps them (even field number 0) and would send back bytes a client
+     * cannot parse (found by fuzz_daemon_reflection) */
+    const unsigned n_unknown = req->base.n_unknown_fields;
+    req->base.n_unknown_fields = 0;
     size_t n = grpc__reflection__v1__server_reflection_response__get_packed_size(&out);
     uint8_t *buf = malloc(n ? n : 1);
     int rc = -1;
@@ -427,6 +432,7 @@ int lsd_reflection_answer(const uint8_t *req_bytes, size_t req_len, uint8_t **re
         *resp = buf;
         rc = 0;
     }
+    req->base.n_unknown_fields = n_unknown; /* so that they are freed */
     grpc__reflection__v1__server_reflection_request__free_unpacked(req, NULL);
     return rc;
 }
