@@ -16,7 +16,7 @@ APT_PACKAGES=(build-essential cmake ninja-build pkg-config python3 python3-pip u
               libopenblas-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev
               libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
               python3-grpcio python3-protobuf
-              python3-torch python3-numpy python3-matplotlib)
+              python3-torch python3-numpy python3-matplotlib python3-venv)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -70,6 +70,9 @@ if [ $vocab_missing = 1 ]; then
   done
 fi
 rm -rf models/.download
+
+# --- tools/train's Python environment (Debian's torch + pinned PyPI packages)
+bash tools/train/setup_venv.sh >/dev/null
 
 [ "$MODE" = "--deps" ] && exit 0
 
