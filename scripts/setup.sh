@@ -16,7 +16,8 @@ APT_PACKAGES=(build-essential cmake ninja-build pkg-config python3 python3-pip u
               libopenblas-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev
               libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
               python3-grpcio python3-protobuf
-              python3-torch python3-numpy python3-matplotlib python3-venv)
+              python3-torch python3-numpy python3-matplotlib python3-venv
+              openmpi-bin libopenmpi-dev)
 
 need_apt=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -1,0 +1,687 @@
+/* pipeline.c: rank 0 of the MPI pipeline: setup handshake, the drafter stage
+ * and the two generation loops (pipeline.h).
+ *
+ * self_speculative, asynchronously: a chunk is the newest confirmed token
+ * plus up to k drafts (their exit states, the output of layer E-1). After
+ * sending chunk c the drafter goes on drafting chunk c+1 from the token its
+ * own head predicts after c's last draft ("assumed next"), as if c were
+ * fully accepted, up to max_inflight chunks ahead. A verdict {accepted n,
+ * next} that rejects a draft or whose next differs from the assumption
+ * (lsw_chunk_rejected) makes the drafter cut its KV back, bump the slot's
+ * generation and restart from `next`; the last stage applies the same rule
+ * and drops chunks of older generations, and every stage cuts its KV back
+ * to a chunk's first position before running it, so rollback needs no
+ * message of its own. */
+#include "pipeline.h"
+
+#include "fingerprint.h"
+#include "msg.h"
+#include "trace.h"
+#include "layerskip/tokenizer.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MAX_INFLIGHT 16
+
+typedef struct lsw_slot {
+    ls_kv *kv;          /* layers [0, E), n_ctx positions */
+    int32_t generation; /* only grows: START and every rejection take the next */
+} lsw_slot;
+
+struct lsw_pipeline {
+    MPI_Comm comm;
+    int size;
+    lsw_options opt;
+    char model_path[1024];
+    ls_model *own_model; /* loaded here when the caller gave none */
+    const ls_model *model;
+    const ls_config *cfg;
+    const ls_tokenizer *tok;
+    lsw_layout layout;
+    lsw_net net;
+    lsw_trace trace;
+    ls_ctx *ctx;
+    lsw_slot *slots;     /* (max_slots) */
+    float *h;            /* (max_batch, dim) states being drafted / prefilled */
+    float *logits;       /* (n_vocab) */
+    int32_t *hist;       /* (n_ctx + LS_MAX_SPECULATIONS + 2) token at each position (penalty history) */
+    ls_dist dist;
+    pthread_mutex_t lock; /* one request at a time */
+    int pids[LSW_MAX_STAGES];
+    bool broken;
+    char why[1024];
+};
+
+void lsw_options_default(lsw_options *o) {
+    memset(o, 0, sizeof *o);
+    o->n_ctx = 2048;
+    o->max_slots = 1;
+    o->n_threads = 1;
+    o->max_batch = 64;
+    o->max_inflight = 4;
+    o->timeout_s = 10;
+    o->startup_timeout_s = 300;
+}
+
+const lsw_layout *lsw_pipeline_layout(const lsw_pipeline *pl) { return &pl->layout; }
+const ls_model *lsw_pipeline_model(const lsw_pipeline *pl) { return pl->model; }
+int lsw_pipeline_worker_pid(const lsw_pipeline *pl, int rank) {
+    return rank > 0 && rank < pl->size ? pl->pids[rank] : -1;
+}
+
+bool lsw_pipeline_broken(const lsw_pipeline *pl, const char **why) {
+    if (why) *why = pl->why;
+    return pl->broken;
+}
+
+static void idle_wait(void) {
+    struct timespec ts = {0, 20000};
+    nanosleep(&ts, NULL);
+}
+
+/* a failure that leaves the pipeline unusable: remember it, report it */
+static ls_status fail(lsw_pipeline *pl, ls_status st, ls_err *err) {
+    if (!pl->broken) {
+        pl->broken = true;
+        snprintf(pl->why, sizeof pl->why, "%s", err ? err->msg : "stage failure");
+    }
+    return st;
+}
+
+/* Wait up to timeout_s for the next message from any worker; on timeout the
+ * error names late_rank's stage and `what` was awaited. */
+static ls_status wait_msg(lsw_pipeline *pl, double timeout_s, int late_rank, const char *what, lsw_msg *m,
+                          ls_err *err) {
+    const double t0 = MPI_Wtime();
+    for (;;) {
+        bool got = false;
+        ls_status st = lsw_recv_poll(&pl->net, m, &got, err);
+        if (st == LS_OK) st = lsw_net_progress(&pl->net, err);
+        if (st != LS_OK) return st;
+        if (got) return LS_OK;
+        if (MPI_Wtime() - t0 > timeout_s) {
+            char who[96];
+            lsw_stage_name(&pl->net, late_rank, who, sizeof who);
+            return ls_err_set(err, LS_ERR_IO, "%s did not answer within %g s (waiting for %s); the stage is stuck "
+                              "or dead: restart the job", who, timeout_s, what);
+        }
+        idle_wait();
+    }
+}
+
+/* CLOSE along the chain; the last stage acknowledges once everything before
+ * it has gone through, so no message of this pipeline is left in flight */
+static ls_status close_chain(lsw_net *net, double timeout_s, int type, ls_err *err) {
+    ls_status st = type == LSW_MSG_CLOSE ? lsw_send_close(net, 1, err) : lsw_send_shutdown(net, 1, err);
+    const double t0 = MPI_Wtime();
+    while (st == LS_OK) {
+        lsw_msg m;
+        bool got = false;
+        st = lsw_recv_poll(net, &m, &got, err);
+        if (st == LS_OK) st = lsw_net_progress(net, err);
+        if (st != LS_OK) break;
+        if (got && m.h.type == type && m.source == net->size - 1) return lsw_net_flush(net, err);
+        if (!got && MPI_Wtime() - t0 > timeout_s) {
+            char who[96];
+            lsw_stage_name(net, net->size - 1, who, sizeof who);
+            st = ls_err_set(err, LS_ERR_IO, "%s did not acknowledge %s within %g s", who, lsw_msg_type_name(type),
+                            timeout_s);
+        }
+        if (!got) idle_wait();
+    }
+    return st;
+}
+
+ls_status lsw_shutdown_workers(MPI_Comm comm, double timeout_s, ls_err *err) {
+    lsw_net net;
+    lsw_net_init(&net, comm, timeout_s);
+    ls_status st = net.size > 1 ? close_chain(&net, timeout_s, LSW_MSG_SHUTDOWN, err) : LS_OK;
+    lsw_net_free(&net);
+    return st;
+}
+
+void lsw_pipeline_free(lsw_pipeline *pl) {
+    if (!pl) return;
+    ls_err err;
+    if (pl->net.size > 1 && !pl->broken && close_chain(&pl->net, pl->opt.timeout_s, LSW_MSG_CLOSE, &err) != LS_OK)
+        fprintf(stderr, "layerskip pipeline: closing the stages: %s\n", err.msg);
+    lsw_net_free(&pl->net);
+    lsw_trace_close(&pl->trace);
+    for (int s = 0; pl->slots && s < pl->opt.max_slots; s++) ls_kv_free(pl->slots[s].kv);
+    free(pl->slots);
+    free(pl->h);
+    free(pl->logits);
+    free(pl->hist);
+    ls_dist_free(&pl->dist);
+    ls_ctx_free(pl->ctx);
+    ls_model_free(pl->own_model);
+    pthread_mutex_destroy(&pl->lock);
+    free(pl);
+}
+
+static ls_status check_options(const lsw_options *o, ls_err *err) {
+    if (!o->model_path || !*o->model_path)
+        return ls_err_set(err, LS_ERR_INVALID, "no model path: every rank loads the model from it (set model_path)");
+    if (strlen(o->model_path) >= 1024)
+        return ls_err_set(err, LS_ERR_INVALID, "model path is longer than 1023 bytes");
+    if (o->trace_prefix && strlen(o->trace_prefix) >= 480)
+        return ls_err_set(err, LS_ERR_INVALID, "trace prefix is longer than 479 bytes");
+    if (o->n_ctx < 1 || o->n_ctx > (1 << 22))
+        return ls_err_set(err, LS_ERR_INVALID, "pipeline context %d is out of range [1, %d]", o->n_ctx, 1 << 22);
+    if (o->max_slots < 1 || o->max_slots > 1024)
+        return ls_err_set(err, LS_ERR_INVALID, "pipeline max_slots %d is out of range [1, 1024]", o->max_slots);
+    if (o->n_threads < 1 || o->n_threads > 1024)
+        return ls_err_set(err, LS_ERR_INVALID, "pipeline threads %d is out of range [1, 1024]", o->n_threads);
+    if (o->max_batch < 2 || o->max_batch > 4096)
+        return ls_err_set(err, LS_ERR_INVALID, "pipeline max_batch %d is out of range [2, 4096]", o->max_batch);
+    if (o->max_inflight < 1 || o->max_inflight > MAX_INFLIGHT)
+        return ls_err_set(err, LS_ERR_INVALID, "pipeline max_inflight %d is out of range [1, %d]", o->max_inflight,
+                          MAX_INFLIGHT);
+    if (!(o->timeout_s > 0) || !(o->startup_timeout_s > 0))
+        return ls_err_set(err, LS_ERR_INVALID, "pipeline timeouts must be > 0 s");
+    return LS_OK;
+}
+
+ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline **out, ls_err *err) {
+    *out = NULL;
+    int inited = 0, level = 0;
+    MPI_Initialized(&inited);
+    if (!inited) return ls_err_set(err, LS_ERR_INVALID, "MPI is not initialised: call MPI_Init_thread first");
+    MPI_Query_thread(&level);
+    if (level < MPI_THREAD_SERIALIZED)
+        return ls_err_set(err, LS_ERR_UNSUPPORTED, "MPI was initialised with thread level %d: the pipeline needs "
+                          "MPI_THREAD_SERIALIZED (call MPI_Init_thread with it)", level);
+    ls_status st = check_options(o, err);
+    if (st != LS_OK) return st;
+    int rank = 0, size = 0;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    if (rank != 0)
+        return ls_err_set(err, LS_ERR_INVALID, "lsw_pipeline_create runs on rank 0 (this is rank %d: run "
+                          "lsw_worker_run / layerskip-worker there)", rank);
+    if (size < 2)
+        return ls_err_set(err, LS_ERR_INVALID, "the pipeline needs at least 2 MPI ranks (1 was started): launch "
+                          "with mpirun -np 1 layerskipd ... : -np 1 layerskip-worker, or run without a pipeline");
+
+    lsw_pipeline *pl = calloc(1, sizeof *pl);
+    if (!pl) return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
+    pthread_mutex_init(&pl->lock, NULL);
+    pl->comm = comm;
+    pl->size = size;
+    pl->opt = *o;
+    snprintf(pl->model_path, sizeof pl->model_path, "%s", o->model_path);
+    pl->opt.model_path = pl->model_path;
+    pl->opt.model = NULL;
+    pl->opt.stages = NULL;
+    pl->opt.trace_prefix = NULL;
+    lsw_net_init(&pl->net, comm, o->timeout_s);
+    pl->net.layout = &pl->layout;
+    if (o->model) {
+        pl->model = o->model;
+    } else {
+        st = ls_model_load(o->model_path, &pl->own_model, err);
+        pl->model = pl->own_model;
+    }
+    if (st != LS_OK) goto fail_local;
+    pl->cfg = ls_model_config(pl->model);
+    pl->tok = ls_model_tokenizer(pl->model);
+    const int L = pl->cfg->n_layers;
+    if (o->stages)
+        st = lsw_layout_parse(o->stages, L, size, &pl->layout, err);
+    else if (o->exit_layer <= 0)
+        st = ls_err_set(err, LS_ERR_INVALID, "no pipeline layout: give --stages (like \"0-8,8-30\") or an exit "
+                        "layer to split [E, %d) over the %d verifier ranks", L, size - 1);
+    else
+        st = lsw_layout_split(o->exit_layer, L, size, &pl->layout, err);
+    if (st == LS_OK && o->stages && o->exit_layer > 0) st = lsw_layout_check(&pl->layout, size, o->exit_layer, err);
+    if (st != LS_OK) goto fail_local;
+
+    lsw_config_msg cm = {.protocol = LSW_PROTOCOL, .n_ctx = o->n_ctx, .max_slots = o->max_slots,
+                         .max_batch = o->max_batch, .n_threads = o->n_threads, .exact = !o->fast_math,
+                         .timeout_s = o->timeout_s, .layout = pl->layout, .n_layers = L, .dim = pl->cfg->dim,
+                         .n_vocab = pl->cfg->n_vocab};
+    snprintf(cm.model_path, sizeof cm.model_path, "%s", o->model_path);
+    if (o->trace_prefix) snprintf(cm.trace_prefix, sizeof cm.trace_prefix, "%s", o->trace_prefix);
+    st = lsw_model_fingerprint(o->model_path, &cm.fingerprint, err);
+    if (st != LS_OK) goto fail_local;
+    lsw_limits lim = {.dim = pl->cfg->dim, .n_vocab = pl->cfg->n_vocab, .n_ctx = o->n_ctx,
+                      .max_slots = o->max_slots, .max_batch = o->max_batch};
+    lsw_net_set_limits(&pl->net, &lim);
+    /* any value other workers' leftovers cannot carry: the wall clock */
+    pl->net.epoch = (int32_t)(lsw_now_us() & 0x7fffffff);
+
+    /* local stage: ctx, KV per slot, page in own weights */
+    st = ls_ctx_create(pl->model, o->n_threads, o->max_batch, &pl->ctx, err);
+    if (st != LS_OK) goto fail_local;
+    ls_ctx_set_exact(pl->ctx, !o->fast_math);
+    pl->slots = calloc((size_t)o->max_slots, sizeof *pl->slots);
+    pl->h = malloc(sizeof(float) * (size_t)o->max_batch * (size_t)pl->cfg->dim);
+    pl->logits = malloc(sizeof(float) * (size_t)pl->cfg->n_vocab);
+    pl->hist = malloc(sizeof(int32_t) * ((size_t)o->n_ctx + LS_MAX_SPECULATIONS + 2));
+    if (!pl->slots || !pl->h || !pl->logits || !pl->hist || ls_dist_init(&pl->dist, pl->cfg->n_vocab) != LS_OK) {
+        st = ls_err_set(err, LS_ERR_NOMEM, "out of memory for the drafter stage");
+        goto fail_local;
+    }
+    const int E = lsw_layout_exit_layer(&pl->layout);
+    for (int s = 0; s < o->max_slots && st == LS_OK; s++) st = ls_kv_create(pl->model, 0, E, o->n_ctx, &pl->slots[s].kv, err);
+    if (st != LS_OK) goto fail_local;
+    st = lsw_trace_open(&pl->trace, o->trace_prefix, 0, err);
+    if (st != LS_OK) goto fail_local;
+
+    /* handshake: every worker loads its layers and checks model + split */
+    for (int r = 1; r < size && st == LS_OK; r++) {
+        st = lsw_send_config(&pl->net, r, &cm, err);
+    }
+    if (st != LS_OK) goto fail_local;
+    ls_model_touch(pl->model, 0, E, true, true);
+    int answered = 0;
+    bool hello[LSW_MAX_STAGES] = {false};
+    char first_err[1024] = "";
+    ls_status worker_st = LS_OK;
+    while (answered < size - 1) {
+        int late = 1; /* the first rank still silent */
+        while (late < size - 1 && hello[late]) late++;
+        lsw_msg m;
+        st = wait_msg(pl, o->startup_timeout_s, late, "its answer to the setup (model loading)", &m, err);
+        if (st != LS_OK) {
+            fail(pl, st, err);
+            lsw_pipeline_free(pl);
+            return st;
+        }
+        if (m.h.type != LSW_MSG_HELLO || hello[m.source]) continue;
+        hello[m.source] = true;
+        answered++;
+        pl->pids[m.source] = m.hello.pid;
+        char who[96];
+        lsw_stage_name(&pl->net, m.source, who, sizeof who);
+        ls_status ws = LS_OK;
+        char why[600] = "";
+        if (m.hello.protocol != LSW_PROTOCOL) {
+            ws = LS_ERR_UNSUPPORTED;
+            snprintf(why, sizeof why, "protocol %d differs from rank 0's %d: run the same build on every rank",
+                     m.hello.protocol, LSW_PROTOCOL);
+        } else if (m.hello.status != LS_OK) {
+            ws = (ls_status)m.hello.status;
+            snprintf(why, sizeof why, "%s", m.hello.msg);
+        }
+        if (ws != LS_OK && worker_st == LS_OK) {
+            worker_st = ws;
+            snprintf(first_err, sizeof first_err, "%s: %s", who, why);
+        }
+    }
+    if (worker_st != LS_OK) {
+        ls_err_set(err, worker_st, "%s", first_err);
+        ls_err cerr;
+        if (close_chain(&pl->net, o->timeout_s, LSW_MSG_CLOSE, &cerr) != LS_OK)
+            fprintf(stderr, "layerskip pipeline: closing the stages after a failed setup: %s\n", cerr.msg);
+        pl->broken = true; /* already closed */
+        snprintf(pl->why, sizeof pl->why, "%s", err ? err->msg : "");
+        lsw_pipeline_free(pl);
+        return worker_st;
+    }
+    *out = pl;
+    return LS_OK;
+
+fail_local:
+    /* no worker holds a stage yet (a failed CONFIG send leaves the job to
+     * lsw_shutdown_workers), so there is nothing to close */
+    pl->broken = true;
+    lsw_pipeline_free(pl);
+    return st;
+}
+
+/* ------------------------------------------------------------ generation */
+
+typedef struct gen_run {
+    lsw_pipeline *pl;
+    lsw_slot *slot;
+    int slot_id;
+    const ls_gen_params *p;
+    int32_t *out;
+    ls_token_cb cb;
+    void *user;
+    ls_gen_stats *stats;
+    bool done;
+} gen_run;
+
+/* ls_generate's emission rule: false when generation ends with t */
+static bool emit(gen_run *g, int32_t t) {
+    ls_gen_stats *s = g->stats;
+    g->out[s->n_generated++] = t;
+    g->done = true;
+    if (!g->p->ignore_eog && ls_tokenizer_is_eog(g->pl->tok, t)) { s->finish = LS_FINISH_EOG; return false; }
+    if (g->cb && !g->cb(g->user, t)) { s->finish = LS_FINISH_STOPPED; return false; }
+    if (s->n_generated == g->p->n_predict) { s->finish = LS_FINISH_LENGTH; return false; }
+    g->done = false;
+    return true;
+}
+
+static double top_prob(const float *logits, int32_t n) {
+    float mx = logits[ls_argmax(logits, n)];
+    double sum = 0;
+    for (int32_t i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
+    return 1.0 / sum;
+}
+
+/* prompt tokens [0, n) through layers [0, E), sent as prefill chunks */
+static ls_status prefill(gen_run *g, const int32_t *prompt, int n, ls_err *err) {
+    lsw_pipeline *pl = g->pl;
+    const int B = pl->opt.max_batch, E = lsw_layout_exit_layer(&pl->layout);
+    for (int done = 0; done < n;) {
+        int nb = n - done < B ? n - done : B;
+        int64_t t0 = lsw_now_us();
+        ls_status st = ls_embed(pl->ctx, prompt + done, nb, pl->h, err);
+        if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, done, nb, pl->h, err);
+        if (st != LS_OK) return st;
+        st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, done, nb, LSW_CHUNK_PREFILL, -1,
+                            prompt + done, pl->h, NULL, err);
+        if (st != LS_OK) return fail(pl, st, err);
+        lsw_trace_span(&pl->trace, "prefill", g->slot_id, g->slot->generation, done, nb, t0, lsw_now_us());
+        done += nb;
+    }
+    return LS_OK;
+}
+
+/* the next verdict of the current generation (stale ones are dropped);
+ * a worker's ERROR fails the request */
+static ls_status next_verdict(gen_run *g, bool block, lsw_msg *m, bool *got, ls_err *err) {
+    lsw_pipeline *pl = g->pl;
+    const int last = pl->size - 1;
+    const int64_t t0 = lsw_now_us();
+    const double w0 = MPI_Wtime();
+    *got = false;
+    for (;;) {
+        bool have = false;
+        ls_status st = lsw_recv_poll(&pl->net, m, &have, err);
+        if (st == LS_OK) st = lsw_net_progress(&pl->net, err);
+        if (st != LS_OK) return fail(pl, st, err);
+        if (have) {
+            if (m->h.type == LSW_MSG_ERROR) {
+                char who[96];
+                lsw_stage_name(&pl->net, m->source, who, sizeof who);
+                if (m->h.slot != g->slot_id) continue; /* a request that has ended */
+                return ls_err_set(err, LS_ERR_IO, "%s: %s", who, m->error);
+            }
+            if (m->h.type != LSW_MSG_VERDICT || m->source != last) {
+                st = ls_err_set(err, LS_ERR_FORMAT, "unexpected %s message from rank %d while waiting for a verdict",
+                                lsw_msg_type_name(m->h.type), m->source);
+                return fail(pl, st, err);
+            }
+            if (m->h.slot != g->slot_id || m->h.generation != g->slot->generation) continue; /* stale */
+            *got = true;
+            if (block) lsw_trace_span(&pl->trace, "wait", g->slot_id, g->slot->generation, m->h.first_pos, 0, t0,
+                                      lsw_now_us());
+            return LS_OK;
+        }
+        if (!block) return LS_OK;
+        if (MPI_Wtime() - w0 > pl->opt.timeout_s) {
+            char who[96];
+            lsw_stage_name(&pl->net, last, who, sizeof who);
+            st = ls_err_set(err, LS_ERR_IO, "%s did not answer within %g s (waiting for the verdict on slot %d); a "
+                            "stage is stuck or dead: restart the job", who, pl->opt.timeout_s, g->slot_id);
+            return fail(pl, st, err);
+        }
+        idle_wait();
+    }
+}
+
+static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int n_prompt, ls_err *err) {
+    lsw_pipeline *pl = g->pl;
+    const int E = lsw_layout_exit_layer(&pl->layout);
+    double t0 = ls_time_ms();
+    ls_status st = prefill(g, prompt, n_prompt - 1, err);
+    g->stats->prefill_ms = ls_time_ms() - t0;
+    double t1 = ls_time_ms();
+    int32_t tok = prompt[n_prompt - 1];
+    int pos = n_prompt - 1;
+    while (st == LS_OK) {
+        int64_t s0 = lsw_now_us();
+        st = ls_embed(pl->ctx, &tok, 1, pl->h, err);
+        if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, pos, 1, pl->h, err);
+        if (st == LS_OK)
+            st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, pos, 1, 0, -1, &tok, pl->h, NULL, err);
+        if (st != LS_OK) { fail(pl, st, err); break; }
+        lsw_trace_span(&pl->trace, "forward", g->slot_id, g->slot->generation, pos, 1, s0, lsw_now_us());
+        lsw_msg m;
+        bool got;
+        st = next_verdict(g, true, &m, &got, err);
+        if (st != LS_OK) break;
+        if (m.h.first_pos != pos) {
+            st = fail(pl, ls_err_set(err, LS_ERR_FORMAT, "verdict for position %d, expected %d", m.h.first_pos, pos),
+                      err);
+            break;
+        }
+        tok = m.h.next;
+        if (!emit(g, tok)) break;
+        pos++;
+        if (pos >= pl->opt.n_ctx) { g->stats->finish = LS_FINISH_CONTEXT; break; }
+    }
+    g->stats->decode_ms = ls_time_ms() - t1;
+    return st;
+}
+
+typedef struct flight {
+    int32_t p, m, assumed; /* first position, drafts, assumed next (-1: none) */
+    int32_t tokens[LS_MAX_SPECULATIONS + 1];
+} flight;
+
+static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_prompt, ls_err *err) {
+    lsw_pipeline *pl = g->pl;
+    const ls_gen_params *p = g->p;
+    ls_gen_stats *stats = g->stats;
+    const int E = lsw_layout_exit_layer(&pl->layout), K = p->num_speculations, V = pl->cfg->n_vocab,
+              D = pl->cfg->dim, n_ctx = pl->opt.n_ctx;
+    const bool sampling = p->sampling.temperature > 0;
+    int32_t *hist = pl->hist; /* token at each position, drafts included */
+    memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    ls_rng rng;
+    ls_rng_seed(&rng, p->sampling.seed);
+
+    double t0 = ls_time_ms();
+    ls_status st = prefill(g, prompt, n_prompt - 1, err);
+    stats->prefill_ms = ls_time_ms() - t0;
+    double t1 = ls_time_ms();
+
+    flight fl[MAX_INFLIGHT];
+    int fl_head = 0, fl_n = 0;
+    int d_pos = n_prompt - 1;        /* where the next chunk starts */
+    int32_t d_tok = prompt[n_prompt - 1];
+    bool d_stop = false;             /* the last chunk assumed no continuation */
+    int assumed = 0;                 /* tokens the in-flight chunks emit if fully accepted */
+    while (st == LS_OK && !g->done) {
+        const int remaining = p->n_predict - stats->n_generated - assumed;
+        if (!d_stop && fl_n < pl->opt.max_inflight && d_pos < n_ctx && remaining >= 1) {
+            /* draft one chunk: tokens[0] = d_tok at d_pos, then up to m_max drafts */
+            int m_max = remaining - 1;
+            if (m_max > K) m_max = K;
+            if (m_max > n_ctx - 1 - d_pos) m_max = n_ctx - 1 - d_pos;
+            const bool cont = remaining > m_max + 1 && d_pos + m_max + 1 < n_ctx;
+            flight *f = &fl[(fl_head + fl_n) % MAX_INFLIGHT];
+            f->p = d_pos;
+            f->tokens[0] = d_tok;
+            f->assumed = -1;
+            hist[d_pos] = d_tok;
+            int64_t s0 = lsw_now_us();
+            int m = 0;
+            for (;; m++) {
+                float *hm = pl->h + (size_t)m * D;
+                st = ls_embed(pl->ctx, &f->tokens[m], 1, hm, err);
+                if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, d_pos + m, 1, hm, err);
+                /* MPI moves a large message only while its sender is inside
+                 * MPI: without this the next stage could not take the chunk
+                 * sent before until this one is drafted, and would idle */
+                if (st == LS_OK && (st = lsw_net_progress(&pl->net, err)) != LS_OK) fail(pl, st, err);
+                if (st != LS_OK) break;
+                if (m > 0 && !p->ignore_eog && ls_tokenizer_is_eog(pl->tok, f->tokens[m])) break;
+                if (m == m_max && !cont) break;
+                st = ls_exit_head(pl->ctx, hm, 1, pl->logits, err);
+                if (st != LS_OK) break;
+                const bool unsure = p->draft_min_p > 0 && top_prob(pl->logits, V) < p->draft_min_p;
+                ls_sampler_probs(&p->sampling, pl->logits, V, hist, d_pos + 1 + m, &pl->dist);
+                int32_t t = pl->dist.n == 1 ? pl->dist.ids[0] : ls_dist_draw(&pl->dist, &rng);
+                if (m == m_max || unsure) { /* the guess for the token after this chunk */
+                    f->assumed = t;
+                    break;
+                }
+                f->tokens[m + 1] = t;
+                hist[d_pos + 1 + m] = t;
+            }
+            if (st != LS_OK) break;
+            f->m = m;
+            const uint32_t flags = LSW_CHUNK_SPECULATIVE | (sampling ? LSW_CHUNK_EXIT : 0);
+            st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, d_pos, m + 1, flags, f->assumed,
+                                f->tokens, pl->h, pl->h, err);
+            if (st != LS_OK) { fail(pl, st, err); break; }
+            lsw_trace_span(&pl->trace, "draft", g->slot_id, g->slot->generation, d_pos, m + 1, s0, lsw_now_us());
+            fl_n++;
+            assumed += m + 1;
+            d_pos += m + 1;
+            d_tok = f->assumed;
+            if (d_tok < 0) d_stop = true;
+            else if (d_pos < n_ctx + LS_MAX_SPECULATIONS) hist[d_pos] = d_tok;
+        } else if (fl_n == 0) {
+            /* nothing to verify and nothing more to draft: the context is full */
+            stats->finish = LS_FINISH_CONTEXT;
+            break;
+        }
+
+        /* verdicts: take what is there; block only when drafting cannot go on */
+        const bool can_draft = !d_stop && fl_n < pl->opt.max_inflight && d_pos < n_ctx &&
+                               p->n_predict - stats->n_generated - assumed >= 1;
+        lsw_msg vm;
+        bool got = false;
+        st = next_verdict(g, !can_draft, &vm, &got, err);
+        if (st != LS_OK || !got) continue;
+        flight *f = &fl[fl_head];
+        const int n = vm.h.accepted;
+        const int32_t next = vm.h.next;
+        if (fl_n == 0 || vm.h.first_pos != f->p || n > f->m) {
+            st = fail(pl, ls_err_set(err, LS_ERR_FORMAT, "verdict for position %d (%d accepted) does not match the "
+                                     "oldest chunk in flight (position %d, %d drafts)", vm.h.first_pos, n,
+                                     fl_n ? f->p : -1, fl_n ? f->m : -1), err);
+            break;
+        }
+        fl_head = (fl_head + 1) % MAX_INFLIGHT;
+        fl_n--;
+        stats->drafted += f->m;
+        stats->accepted += n;
+        stats->rounds++;
+        stats->accept_hist[n]++;
+        bool more = true;
+        for (int i = 0; more && i < n; i++) more = emit(g, f->tokens[1 + i]);
+        if (more) more = emit(g, next);
+        if (!more) break;
+        const int conf = f->p + n + 1; /* position of `next`, not cached yet */
+        if (lsw_chunk_rejected(f->m, f->assumed, n, next)) {
+            g->slot->generation++;
+            fl_n = 0;
+            assumed = 0;
+            d_pos = conf;
+            d_tok = next;
+            d_stop = false;
+            ls_kv_truncate(g->slot->kv, 0, E, conf);
+            if (conf < n_ctx) hist[conf] = next;
+        } else {
+            assumed -= f->m + 1;
+        }
+        if (conf >= n_ctx) { stats->finish = LS_FINISH_CONTEXT; break; }
+    }
+    stats->decode_ms = ls_time_ms() - t1;
+    return st;
+}
+
+/* layers [0, E) + head on rank 0 alone: no stage takes part */
+static ls_status generate_early_exit(gen_run *g, const int32_t *prompt, int n_prompt, ls_err *err) {
+    lsw_pipeline *pl = g->pl;
+    const ls_gen_params *p = g->p;
+    const int E = lsw_layout_exit_layer(&pl->layout), B = pl->opt.max_batch, D = pl->cfg->dim,
+              V = pl->cfg->n_vocab;
+    int32_t *hist = pl->hist;
+    memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
+    ls_rng rng;
+    ls_rng_seed(&rng, p->sampling.seed);
+    double t0 = ls_time_ms();
+    ls_status st = LS_OK;
+    for (int done = 0; done < n_prompt && st == LS_OK; done += B) {
+        int nb = n_prompt - done < B ? n_prompt - done : B;
+        st = ls_embed(pl->ctx, prompt + done, nb, pl->h, err);
+        if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, done, nb, pl->h, err);
+        if (st == LS_OK && done + nb == n_prompt)
+            st = ls_exit_head(pl->ctx, pl->h + (size_t)(nb - 1) * D, 1, pl->logits, err);
+    }
+    double t1 = ls_time_ms();
+    g->stats->prefill_ms = t1 - t0;
+    int pos = n_prompt;
+    while (st == LS_OK && g->stats->n_generated < p->n_predict) {
+        int32_t t = ls_sample(&p->sampling, &rng, pl->logits, V, hist, pos, &pl->dist);
+        if (!emit(g, t)) break;
+        if (pos >= pl->opt.n_ctx) { g->stats->finish = LS_FINISH_CONTEXT; break; }
+        hist[pos] = t;
+        st = ls_embed(pl->ctx, &t, 1, pl->h, err);
+        if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, pos, 1, pl->h, err);
+        if (st == LS_OK) st = ls_exit_head(pl->ctx, pl->h, 1, pl->logits, err);
+        pos++;
+    }
+    g->stats->decode_ms = ls_time_ms() - t1;
+    return st;
+}
+
+ls_status lsw_generate(lsw_pipeline *pl, int slot, const int32_t *prompt, int n_prompt, const ls_gen_params *p,
+                       int32_t *out_tokens, ls_token_cb cb, void *user, ls_gen_stats *stats, ls_err *err) {
+    memset(stats, 0, sizeof *stats);
+    stats->n_prompt = n_prompt;
+    stats->finish = LS_FINISH_LENGTH;
+    const int L = pl->cfg->n_layers, E = lsw_layout_exit_layer(&pl->layout);
+    ls_status st = ls_gen_params_check(p, L, err);
+    if (st != LS_OK) return st;
+    if (slot < 0 || slot >= pl->opt.max_slots)
+        return ls_err_set(err, LS_ERR_INVALID, "slot %d is out of range [0, %d) (raise the pipeline's max_slots)",
+                          slot, pl->opt.max_slots);
+    if (n_prompt < 1) return ls_err_set(err, LS_ERR_INVALID, "empty prompt: nothing to process");
+    if (n_prompt > pl->opt.n_ctx)
+        return ls_err_set(err, LS_ERR_RANGE, "prompt of %d tokens does not fit the context of %d (raise --ctx)",
+                          n_prompt, pl->opt.n_ctx);
+    for (int i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= pl->cfg->n_vocab)
+            return ls_err_set(err, LS_ERR_INVALID, "prompt token %d at index %d is not in the vocabulary [0, %d)",
+                              prompt[i], i, pl->cfg->n_vocab);
+    if (p->strategy != LS_STRATEGY_AUTOREGRESSIVE && p->exit_layer != E)
+        return ls_err_set(err, LS_ERR_INVALID, "exit_layer %d differs from the pipeline's drafter stage, which "
+                          "ends at layer %d: use exit_layer %d or restart the pipeline with --stages \"0-%d,...\"",
+                          p->exit_layer, E, E, p->exit_layer);
+    if (p->strategy == LS_STRATEGY_SELF_SPECULATIVE && p->num_speculations + 1 > pl->opt.max_batch)
+        return ls_err_set(err, LS_ERR_INVALID, "num_speculations %d needs a pipeline max_batch >= %d (it has %d)",
+                          p->num_speculations, p->num_speculations + 1, pl->opt.max_batch);
+
+    pthread_mutex_lock(&pl->lock);
+    if (pl->broken) {
+        st = ls_err_set(err, LS_ERR_IO, "the pipeline is broken: %s", pl->why);
+        pthread_mutex_unlock(&pl->lock);
+        return st;
+    }
+    gen_run g = {.pl = pl, .slot = &pl->slots[slot], .slot_id = slot, .p = p, .out = out_tokens, .cb = cb,
+                 .user = user, .stats = stats};
+    ls_kv_truncate(g.slot->kv, 0, E, 0);
+    if (p->n_predict == 0) {
+        pthread_mutex_unlock(&pl->lock);
+        return LS_OK;
+    }
+    if (p->strategy == LS_STRATEGY_EARLY_EXIT) {
+        st = generate_early_exit(&g, prompt, n_prompt, err);
+    } else {
+        g.slot->generation++;
+        lsw_start_msg sm = {.strategy = (int32_t)p->strategy, .num_speculations = p->num_speculations,
+                            .sampling = p->sampling};
+        st = lsw_send_start(&pl->net, 1, slot, g.slot->generation, &sm, err);
+        if (st != LS_OK) fail(pl, st, err);
+        else if (p->strategy == LS_STRATEGY_AUTOREGRESSIVE) st = generate_autoregressive(&g, prompt, n_prompt, err);
+        else st = generate_speculative(&g, prompt, n_prompt, err);
+    }
+    pthread_mutex_unlock(&pl->lock);
+    return st;
+}
