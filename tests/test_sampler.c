@@ -159,6 +159,38 @@ static void test_check(void) {
     CHECK_EQ_INT(ls_sampling_check(&p, &err), LS_ERR_INVALID);
 }
 
+/* speculative sampling's correction: normalize(max(pf - pd, 0)) */
+static void test_residual(void) {
+    ls_dist pf, pd;
+    CHECK_EQ_INT(ls_dist_init(&pf, V), LS_OK);
+    CHECK_EQ_INT(ls_dist_init(&pd, V), LS_OK);
+    float dense[8] = {0};
+    ls_rng r;
+    ls_rng_seed(&r, 7);
+    /* pf = {3: 0.5, 1: 0.3, 5: 0.2}, pd = {3: 0.9, 1: 0.1}: residual {1: 0.2, 5: 0.2} */
+    pf.n = 3; pf.ids[0] = 3; pf.p[0] = 0.5f; pf.ids[1] = 1; pf.p[1] = 0.3f; pf.ids[2] = 5; pf.p[2] = 0.2f;
+    pd.n = 2; pd.ids[0] = 3; pd.p[0] = 0.9f; pd.ids[1] = 1; pd.p[1] = 0.1f;
+    CHECK_NEAR(ls_dist_prob(&pf, 5), 0.2, 1e-7);
+    CHECK_NEAR(ls_dist_prob(&pd, 5), 0.0, 0);
+    int count[8] = {0};
+    for (int i = 0; i < 4000; i++) count[ls_dist_draw_residual(&pf, &pd, dense, &r)]++;
+    CHECK_EQ_INT(count[3], 0); /* pd covers pf there: never drawn */
+    CHECK(count[1] > 1800 && count[1] < 2200);
+    CHECK_EQ_INT(count[1] + count[5], 4000);
+    for (int i = 0; i < V; i++) CHECK_NEAR(dense[i], 0.0, 0); /* scratch left zero */
+    /* pf == pd: no residual mass, a draw from pf */
+    pd.n = 3; pd.ids[0] = 3; pd.p[0] = 0.5f; pd.ids[1] = 1; pd.p[1] = 0.3f; pd.ids[2] = 5; pd.p[2] = 0.2f;
+    int32_t t = ls_dist_draw_residual(&pf, &pd, dense, &r);
+    CHECK(t == 3 || t == 1 || t == 5);
+    /* a single candidate is taken without a random number */
+    pf.n = 1;
+    ls_rng a = r, b = r;
+    CHECK_EQ_INT(ls_dist_pick(&pf, &a), 3);
+    CHECK(ls_rng_next(&a) == ls_rng_next(&b));
+    ls_dist_free(&pf);
+    ls_dist_free(&pd);
+}
+
 int main(void) {
     RUN(test_greedy_and_ties);
     RUN(test_repeat_penalty);
@@ -166,5 +198,6 @@ int main(void) {
     RUN(test_top_p_large_vocab);
     RUN(test_seeded_draws);
     RUN(test_check);
+    RUN(test_residual);
     TEST_MAIN_END();
 }

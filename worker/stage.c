@@ -189,38 +189,6 @@ static ls_status enqueue(stage *s, const lsw_msg *m, ls_err *err) {
     return LS_OK;
 }
 
-static double dist_prob(const ls_dist *d, int32_t id) {
-    for (int32_t i = 0; i < d->n; i++)
-        if (d->ids[i] == id) return d->p[i];
-    return 0;
-}
-
-static int32_t dist_pick(const ls_dist *d, ls_rng *rng) { return d->n == 1 ? d->ids[0] : ls_dist_draw(d, rng); }
-
-/* draw from normalize(max(pf - pd, 0)) (the engine's rule, speculative.c);
- * dense is all-zero scratch and left so */
-static int32_t draw_residual(const ls_dist *pf, const ls_dist *pd, float *dense, ls_rng *rng) {
-    for (int32_t i = 0; i < pf->n; i++) dense[pf->ids[i]] = pf->p[i];
-    for (int32_t i = 0; i < pd->n; i++) dense[pd->ids[i]] -= pd->p[i];
-    double sum = 0;
-    for (int32_t i = 0; i < pf->n; i++)
-        if (dense[pf->ids[i]] > 0) sum += dense[pf->ids[i]];
-    int32_t pick = -1;
-    if (sum > 0) {
-        double u = ls_rng_uniform(rng) * sum, cum = 0;
-        for (int32_t i = 0; i < pf->n; i++) {
-            float r = dense[pf->ids[i]];
-            if (r <= 0) continue;
-            cum += r;
-            pick = pf->ids[i];
-            if (u < cum) break;
-        }
-    }
-    for (int32_t i = 0; i < pf->n; i++) dense[pf->ids[i]] = 0;
-    for (int32_t i = 0; i < pd->n; i++) dense[pd->ids[i]] = 0;
-    return pick >= 0 ? pick : dist_pick(pf, rng);
-}
-
 /* the last stage's decision on a chunk whose states went through [l0, L) */
 static ls_status verify(stage *s, stage_slot *sl, const job *j, int32_t *accepted, int32_t *next, ls_err *err) {
     const int V = s->cfg.n_vocab, D = s->cfg.dim, p0 = j->h.first_pos;
@@ -238,7 +206,7 @@ static ls_status verify(stage *s, stage_slot *sl, const job *j, int32_t *accepte
         ls_status st = ls_exit_head(s->ctx, j->states + (size_t)n * D, 1, s->logits, err);
         if (st != LS_OK) return st;
         ls_sampler_probs(sp, s->logits, V, sl->hist, p0 + 1 + n, &s->pf);
-        if (n == m) { *accepted = n; *next = dist_pick(&s->pf, &sl->rng); return LS_OK; }
+        if (n == m) { *accepted = n; *next = ls_dist_pick(&s->pf, &sl->rng); return LS_OK; }
         const int32_t d = j->tokens[n + 1];
         if (greedy) {
             if (s->pf.ids[0] != d) { *accepted = n; *next = s->pf.ids[0]; return LS_OK; }
@@ -250,10 +218,10 @@ static ls_status verify(stage *s, stage_slot *sl, const job *j, int32_t *accepte
         st = ls_exit_head(s->ctx, j->exit_states + (size_t)n * D, 1, s->logits, err);
         if (st != LS_OK) return st;
         ls_sampler_probs(sp, s->logits, V, sl->hist, p0 + 1 + n, &s->pd);
-        double p_draft = dist_prob(&s->pd, d), p_full = dist_prob(&s->pf, d);
+        double p_draft = ls_dist_prob(&s->pd, d), p_full = ls_dist_prob(&s->pf, d);
         if (p_draft > 0 && ls_rng_uniform(&sl->rng) < p_full / p_draft) continue;
         *accepted = n;
-        *next = draw_residual(&s->pf, &s->pd, s->dense, &sl->rng);
+        *next = ls_dist_draw_residual(&s->pf, &s->pd, s->dense, &sl->rng);
         return LS_OK;
     }
 }

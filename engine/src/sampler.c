@@ -200,6 +200,40 @@ int32_t ls_dist_draw(const ls_dist *d, ls_rng *rng) {
     return d->ids[d->n - 1];
 }
 
+double ls_dist_prob(const ls_dist *d, int32_t id) {
+    for (int32_t i = 0; i < d->n; i++)
+        if (d->ids[i] == id) return d->p[i];
+    return 0;
+}
+
+int32_t ls_dist_pick(const ls_dist *d, ls_rng *rng) {
+    return d->n == 1 ? d->ids[0] : ls_dist_draw(d, rng);
+}
+
+/* over the union of both supports; max(pf - pd, 0) > 0 only where pf > 0 */
+int32_t ls_dist_draw_residual(const ls_dist *pf, const ls_dist *pd, float *dense, ls_rng *rng) {
+    for (int32_t i = 0; i < pf->n; i++) dense[pf->ids[i]] = pf->p[i];
+    for (int32_t i = 0; i < pd->n; i++) dense[pd->ids[i]] -= pd->p[i];
+    double sum = 0;
+    for (int32_t i = 0; i < pf->n; i++)
+        if (dense[pf->ids[i]] > 0) sum += dense[pf->ids[i]];
+    int32_t pick = -1;
+    if (sum > 0) {
+        double u = ls_rng_uniform(rng) * sum, cum = 0;
+        for (int32_t i = 0; i < pf->n; i++) {
+            float r = dense[pf->ids[i]];
+            if (r <= 0) continue;
+            cum += r;
+            pick = pf->ids[i];
+            if (u < cum) break;
+        }
+    }
+    for (int32_t i = 0; i < pf->n; i++) dense[pf->ids[i]] = 0;
+    for (int32_t i = 0; i < pd->n; i++) dense[pd->ids[i]] = 0;
+    /* pf == pd up to rounding: a rejection had probability ~0, pf is the answer */
+    return pick >= 0 ? pick : ls_dist_pick(pf, rng);
+}
+
 int32_t ls_sample(const ls_sampling *p, ls_rng *rng, float *logits, int32_t n_vocab,
                   const int32_t *history, int64_t n_history, ls_dist *scratch) {
     ls_sampler_probs(p, logits, n_vocab, history, n_history, scratch);

@@ -22,41 +22,6 @@ static double top_prob(const float *logits, int32_t n) {
     return 1.0 / sum;
 }
 
-static double dist_prob(const ls_dist *d, int32_t id) {
-    for (int32_t i = 0; i < d->n; i++)
-        if (d->ids[i] == id) return d->p[i];
-    return 0;
-}
-
-static int32_t dist_pick(const ls_dist *d, ls_rng *rng) {
-    return d->n == 1 ? d->ids[0] : ls_dist_draw(d, rng);
-}
-
-/* draw from normalize(max(pf - pd, 0)) over the union of both supports;
- * dense (n_vocab, all zero) is scratch and left all zero */
-static int32_t draw_residual(const ls_dist *pf, const ls_dist *pd, float *dense, ls_rng *rng) {
-    for (int32_t i = 0; i < pf->n; i++) dense[pf->ids[i]] = pf->p[i];
-    for (int32_t i = 0; i < pd->n; i++) dense[pd->ids[i]] -= pd->p[i];
-    double sum = 0;
-    for (int32_t i = 0; i < pf->n; i++) /* max(.,0) > 0 only where pf > 0 */
-        if (dense[pf->ids[i]] > 0) sum += dense[pf->ids[i]];
-    int32_t pick = -1;
-    if (sum > 0) {
-        double u = ls_rng_uniform(rng) * sum, cum = 0;
-        for (int32_t i = 0; i < pf->n; i++) {
-            float r = dense[pf->ids[i]];
-            if (r <= 0) continue;
-            cum += r;
-            pick = pf->ids[i];
-            if (u < cum) break;
-        }
-    }
-    for (int32_t i = 0; i < pf->n; i++) dense[pf->ids[i]] = 0;
-    for (int32_t i = 0; i < pd->n; i++) dense[pd->ids[i]] = 0;
-    /* pf == pd up to rounding: a rejection had probability ~0, pf is the answer */
-    return pick >= 0 ? pick : dist_pick(pf, rng);
-}
-
 ls_status ls_generate_self_speculative(ls_gen_run *r, const int32_t *prompt, int n_prompt, ls_err *err) {
     const ls_gen_params *p = r->p;
     const ls_config *cfg = r->cfg;
@@ -107,7 +72,7 @@ ls_status ls_generate_self_speculative(ls_gen_run *r, const int32_t *prompt, int
             if (p->draft_min_p > 0 && top_prob(logits, V) < p->draft_min_p) break;
             ls_dist *qm = &q[greedy ? 0 : m];
             ls_sampler_probs(&p->sampling, logits, V, r->history, r->n_hist + m, qm);
-            tokens[m + 1] = dist_pick(qm, &r->rng);
+            tokens[m + 1] = ls_dist_pick(qm, &r->rng);
             r->history[r->n_hist + m] = tokens[m + 1];
         }
         if (st != LS_OK) break;
@@ -123,15 +88,15 @@ ls_status ls_generate_self_speculative(ls_gen_run *r, const int32_t *prompt, int
             if (st != LS_OK) break;
             /* the full distribution at pos + n, with the history its draft saw */
             ls_sampler_probs(&p->sampling, logits, V, r->history, r->n_hist + n, &pf);
-            if (n == m) { next = dist_pick(&pf, &r->rng); break; } /* all accepted: the bonus token */
+            if (n == m) { next = ls_dist_pick(&pf, &r->rng); break; } /* all accepted: the bonus token */
             const int32_t d = tokens[n + 1];
             if (greedy) {
                 if (pf.ids[0] != d) { next = pf.ids[0]; break; }
                 continue;
             }
-            double p_draft = dist_prob(&q[n], d), p_full = dist_prob(&pf, d);
+            double p_draft = ls_dist_prob(&q[n], d), p_full = ls_dist_prob(&pf, d);
             if (ls_rng_uniform(&r->rng) < p_full / p_draft) continue; /* p_draft > 0: d was drawn from it */
-            next = draw_residual(&pf, &q[n], dense, &r->rng);
+            next = ls_dist_draw_residual(&pf, &q[n], dense, &r->rng);
             break;
         }
         if (st != LS_OK) break;

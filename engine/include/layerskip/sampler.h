@@ -52,6 +52,16 @@ void ls_sampler_probs(const ls_sampling *p, float *logits, int32_t n_vocab,
                       const int32_t *history, int64_t n_history, ls_dist *out);
 /* draw from a distribution with one uniform number */
 int32_t ls_dist_draw(const ls_dist *d, ls_rng *rng);
+/* probability of token id in d (0 when it is not a candidate) */
+double ls_dist_prob(const ls_dist *d, int32_t id);
+/* ls_dist_draw, but a single candidate is taken without using a random
+ * number (greedy stays greedy, and random streams stay aligned) */
+int32_t ls_dist_pick(const ls_dist *d, ls_rng *rng);
+/* speculative sampling's correction after a rejected draft: a draw from
+ * normalize(max(pf - pd, 0)) (pf: full model, pd: draft); when pf == pd up to
+ * rounding (a rejection had probability ~0) a draw from pf. dense is
+ * n_vocab floats of all-zero scratch, left all zero. */
+int32_t ls_dist_draw_residual(const ls_dist *pf, const ls_dist *pd, float *dense, ls_rng *rng);
 /* one step: penalty, warpers, draw (logits are modified) */
 int32_t ls_sample(const ls_sampling *p, ls_rng *rng, float *logits, int32_t n_vocab,
                   const int32_t *history, int64_t n_history, ls_dist *scratch);
