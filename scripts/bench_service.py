@@ -44,8 +44,7 @@ def main():
 
     bench = os.path.join(a.build, "engine", "layerskip-bench")
     d = Daemon(os.path.join(a.build, "daemon", "layerskipd"), a.model,
-               ["--threads", str(a.threads), "--max-sessions", str(a.sessions), "--max-queue", "256",
-                "--log-level", "warn"])
+               ["--threads", str(a.threads), "--max-sessions", str(a.sessions), "--max-queue", "256"])
     stub = pbg.LayerSkipStub(d.channel)
     results = {"latency": [], "aggregate": []}
     try:

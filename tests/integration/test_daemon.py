@@ -282,6 +282,7 @@ class TestCancellation(Base):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+            p.stdout.close()
         self.assertTrue(self.stub.Generate(self.req(max_tokens=2), timeout=300).text)
 
     def test_32_concurrent_streams(self):
