@@ -34,6 +34,8 @@ const char *lsw_msg_type_name(int type) {
     case LSW_MSG_ERROR: return "error";
     case LSW_MSG_CLOSE: return "close";
     case LSW_MSG_SHUTDOWN: return "shutdown";
+    case LSW_MSG_PING: return "ping";
+    case LSW_MSG_PONG: return "pong";
     }
     return "unknown";
 }
@@ -128,6 +130,8 @@ ls_status lsw_msg_decode(const void *buf, size_t len, int tag, const lsw_limits 
         return LS_OK;
     case LSW_MSG_CLOSE:
     case LSW_MSG_SHUTDOWN:
+    case LSW_MSG_PING:
+    case LSW_MSG_PONG:
         return plen == 0 ? LS_OK : bad(err, h->type, "wrong size");
     }
     return ls_err_set(err, LS_ERR_FORMAT, "message of unknown type %d from another stage", h->type);
@@ -353,5 +357,15 @@ ls_status lsw_send_close(lsw_net *net, int dest, ls_err *err) {
 
 ls_status lsw_send_shutdown(lsw_net *net, int dest, ls_err *err) {
     lsw_hdr h = {.type = LSW_MSG_SHUTDOWN};
+    return post(net, dest, &h, NULL, 0, NULL, 0, NULL, 0, err);
+}
+
+ls_status lsw_send_ping(lsw_net *net, int dest, int32_t seq, ls_err *err) {
+    lsw_hdr h = {.type = LSW_MSG_PING, .next = seq};
+    return post(net, dest, &h, NULL, 0, NULL, 0, NULL, 0, err);
+}
+
+ls_status lsw_send_pong(lsw_net *net, int dest, int32_t seq, ls_err *err) {
+    lsw_hdr h = {.type = LSW_MSG_PONG, .next = seq};
     return post(net, dest, &h, NULL, 0, NULL, 0, NULL, 0, err);
 }

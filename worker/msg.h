@@ -19,7 +19,7 @@
 #include "layout.h"
 #include "layerskip/sampler.h"
 
-#define LSW_PROTOCOL 1
+#define LSW_PROTOCOL 2
 
 typedef enum lsw_msg_type {
     LSW_MSG_CONFIG = 1,   /* rank 0 -> each worker: model, layout, limits */
@@ -31,6 +31,8 @@ typedef enum lsw_msg_type {
     LSW_MSG_ERROR = 7,    /* worker -> rank 0: a request failed on that stage */
     LSW_MSG_CLOSE = 8,    /* along the chain: pipeline freed, wait for a new CONFIG */
     LSW_MSG_SHUTDOWN = 9, /* along the chain: exit */
+    LSW_MSG_PING = 10,    /* rank 0 -> a worker: are you alive? (next = sequence) */
+    LSW_MSG_PONG = 11,    /* worker -> rank 0: the answer (next = the ping's sequence) */
 } lsw_msg_type;
 const char *lsw_msg_type_name(int type);
 
@@ -48,7 +50,8 @@ typedef struct lsw_hdr {
     int32_t count;      /* chunk: positions; error/other: 0 */
     int32_t flags;      /* chunk: LSW_CHUNK_* */
     int32_t next;       /* chunk: token the drafter assumed after its last draft (-1 none);
-                         * verdict: the full model's next token; notice: the new floor */
+                         * verdict: the full model's next token; notice: the new floor;
+                         * ping/pong: sequence number */
     int32_t accepted;   /* verdict: drafts accepted */
     int32_t epoch;      /* which pipeline (CONFIG) this belongs to: messages of an
                          * earlier pipeline still on the wire are dropped */
@@ -146,6 +149,8 @@ ls_status lsw_send_verdict(lsw_net *net, int dest, int32_t slot, int32_t generat
 ls_status lsw_send_notice(lsw_net *net, int dest, int32_t slot, int32_t generation_floor, ls_err *err);
 ls_status lsw_send_error(lsw_net *net, int dest, int32_t slot, int32_t generation, const char *msg, ls_err *err);
 ls_status lsw_send_close(lsw_net *net, int dest, ls_err *err);
+ls_status lsw_send_ping(lsw_net *net, int dest, int32_t seq, ls_err *err);
+ls_status lsw_send_pong(lsw_net *net, int dest, int32_t seq, ls_err *err);
 ls_status lsw_send_shutdown(lsw_net *net, int dest, ls_err *err);
 
 /* The rule both the drafter and the last stage apply to a speculative

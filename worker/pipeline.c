@@ -21,6 +21,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +29,25 @@
 
 #define MAX_INFLIGHT 16
 
+/* a verdict or error for a slot, taken off the wire by whichever thread
+ * polled it (messages of all slots share one link) */
+typedef struct mail {
+    lsw_hdr h;
+    int source;
+    char error[512];
+} mail;
+
 typedef struct lsw_slot {
     ls_kv *kv;          /* layers [0, E), n_ctx positions */
-    int32_t generation; /* only grows: START and every rejection take the next */
+    int32_t generation; /* only grows: START and every rejection take the next (changed under netlock) */
+    bool busy;          /* a request runs on it (under netlock) */
+    ls_ctx *ctx;        /* the slot's own compute context: slots draft concurrently */
+    float *h;           /* (max_batch, dim) states being drafted / prefilled */
+    float *logits;      /* (n_vocab) */
+    int32_t *hist;      /* (n_ctx + LS_MAX_SPECULATIONS + 2) token at each position (penalty history) */
+    ls_dist dist;
+    mail *box;          /* ring of (box_cap) messages for this slot (under netlock) */
+    int box_head, box_n, box_cap;
 } lsw_slot;
 
 struct lsw_pipeline {
@@ -43,18 +60,17 @@ struct lsw_pipeline {
     const ls_config *cfg;
     const ls_tokenizer *tok;
     lsw_layout layout;
-    lsw_net net;
+    lsw_net net;          /* every use under netlock (MPI_THREAD_SERIALIZED) */
+    pthread_mutex_t netlock;
     lsw_trace trace;
-    ls_ctx *ctx;
-    lsw_slot *slots;     /* (max_slots) */
-    float *h;            /* (max_batch, dim) states being drafted / prefilled */
-    float *logits;       /* (n_vocab) */
-    int32_t *hist;       /* (n_ctx + LS_MAX_SPECULATIONS + 2) token at each position (penalty history) */
-    ls_dist dist;
-    pthread_mutex_t lock; /* one request at a time */
+    lsw_slot *slots;      /* (max_slots) */
     int pids[LSW_MAX_STAGES];
-    bool broken;
-    char why[1024];
+    double heard[LSW_MAX_STAGES];     /* MPI_Wtime of the last message from each rank (under netlock) */
+    double ping_sent[LSW_MAX_STAGES]; /* > 0: a ping is outstanding since then */
+    int32_t ping_seq;
+    pthread_mutex_t faillock;
+    atomic_bool broken;
+    char why[1024];       /* written once, before broken is set */
 };
 
 void lsw_options_default(lsw_options *o) {
@@ -75,8 +91,9 @@ int lsw_pipeline_worker_pid(const lsw_pipeline *pl, int rank) {
 }
 
 bool lsw_pipeline_broken(const lsw_pipeline *pl, const char **why) {
-    if (why) *why = pl->why;
-    return pl->broken;
+    bool b = atomic_load(&((lsw_pipeline *)pl)->broken);
+    if (why) *why = b ? pl->why : "";
+    return b;
 }
 
 static void idle_wait(void) {
@@ -86,10 +103,12 @@ static void idle_wait(void) {
 
 /* a failure that leaves the pipeline unusable: remember it, report it */
 static ls_status fail(lsw_pipeline *pl, ls_status st, ls_err *err) {
-    if (!pl->broken) {
-        pl->broken = true;
+    pthread_mutex_lock(&pl->faillock);
+    if (!atomic_load(&pl->broken)) {
         snprintf(pl->why, sizeof pl->why, "%s", err ? err->msg : "stage failure");
+        atomic_store(&pl->broken, true);
     }
+    pthread_mutex_unlock(&pl->faillock);
     return st;
 }
 
@@ -148,19 +167,25 @@ ls_status lsw_shutdown_workers(MPI_Comm comm, double timeout_s, ls_err *err) {
 void lsw_pipeline_free(lsw_pipeline *pl) {
     if (!pl) return;
     ls_err err;
-    if (pl->net.size > 1 && !pl->broken && close_chain(&pl->net, pl->opt.timeout_s, LSW_MSG_CLOSE, &err) != LS_OK)
+    if (pl->net.size > 1 && !atomic_load(&pl->broken) &&
+        close_chain(&pl->net, pl->opt.timeout_s, LSW_MSG_CLOSE, &err) != LS_OK)
         fprintf(stderr, "layerskip pipeline: closing the stages: %s\n", err.msg);
     lsw_net_free(&pl->net);
     lsw_trace_close(&pl->trace);
-    for (int s = 0; pl->slots && s < pl->opt.max_slots; s++) ls_kv_free(pl->slots[s].kv);
+    for (int s = 0; pl->slots && s < pl->opt.max_slots; s++) {
+        lsw_slot *sl = &pl->slots[s];
+        ls_kv_free(sl->kv);
+        ls_ctx_free(sl->ctx);
+        free(sl->h);
+        free(sl->logits);
+        free(sl->hist);
+        free(sl->box);
+        ls_dist_free(&sl->dist);
+    }
     free(pl->slots);
-    free(pl->h);
-    free(pl->logits);
-    free(pl->hist);
-    ls_dist_free(&pl->dist);
-    ls_ctx_free(pl->ctx);
     ls_model_free(pl->own_model);
-    pthread_mutex_destroy(&pl->lock);
+    pthread_mutex_destroy(&pl->netlock);
+    pthread_mutex_destroy(&pl->faillock);
     free(pl);
 }
 
@@ -210,7 +235,9 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
 
     lsw_pipeline *pl = calloc(1, sizeof *pl);
     if (!pl) return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
-    pthread_mutex_init(&pl->lock, NULL);
+    pthread_mutex_init(&pl->netlock, NULL);
+    pthread_mutex_init(&pl->faillock, NULL);
+    atomic_init(&pl->broken, false);
     pl->comm = comm;
     pl->size = size;
     pl->opt = *o;
@@ -255,20 +282,29 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
     /* any value other workers' leftovers cannot carry: the wall clock */
     pl->net.epoch = (int32_t)(lsw_now_us() & 0x7fffffff);
 
-    /* local stage: ctx, KV per slot, page in own weights */
-    st = ls_ctx_create(pl->model, o->n_threads, o->max_batch, &pl->ctx, err);
-    if (st != LS_OK) goto fail_local;
-    ls_ctx_set_exact(pl->ctx, !o->fast_math);
+    /* local stage: per slot a ctx, KV and buffers; page in own weights */
+    const int E = lsw_layout_exit_layer(&pl->layout);
     pl->slots = calloc((size_t)o->max_slots, sizeof *pl->slots);
-    pl->h = malloc(sizeof(float) * (size_t)o->max_batch * (size_t)pl->cfg->dim);
-    pl->logits = malloc(sizeof(float) * (size_t)pl->cfg->n_vocab);
-    pl->hist = malloc(sizeof(int32_t) * ((size_t)o->n_ctx + LS_MAX_SPECULATIONS + 2));
-    if (!pl->slots || !pl->h || !pl->logits || !pl->hist || ls_dist_init(&pl->dist, pl->cfg->n_vocab) != LS_OK) {
+    if (!pl->slots) {
         st = ls_err_set(err, LS_ERR_NOMEM, "out of memory for the drafter stage");
         goto fail_local;
     }
-    const int E = lsw_layout_exit_layer(&pl->layout);
-    for (int s = 0; s < o->max_slots && st == LS_OK; s++) st = ls_kv_create(pl->model, 0, E, o->n_ctx, &pl->slots[s].kv, err);
+    for (int s = 0; s < o->max_slots && st == LS_OK; s++) {
+        lsw_slot *sl = &pl->slots[s];
+        st = ls_ctx_create(pl->model, o->n_threads, o->max_batch, &sl->ctx, err);
+        if (st != LS_OK) break;
+        ls_ctx_set_exact(sl->ctx, !o->fast_math);
+        sl->box_cap = 4 * MAX_INFLIGHT;
+        sl->h = malloc(sizeof(float) * (size_t)o->max_batch * (size_t)pl->cfg->dim);
+        sl->logits = malloc(sizeof(float) * (size_t)pl->cfg->n_vocab);
+        sl->hist = malloc(sizeof(int32_t) * ((size_t)o->n_ctx + LS_MAX_SPECULATIONS + 2));
+        sl->box = malloc(sizeof(mail) * (size_t)sl->box_cap);
+        if (!sl->h || !sl->logits || !sl->hist || !sl->box || ls_dist_init(&sl->dist, pl->cfg->n_vocab) != LS_OK) {
+            st = ls_err_set(err, LS_ERR_NOMEM, "out of memory for the drafter stage's slot %d", s);
+            break;
+        }
+        st = ls_kv_create(pl->model, 0, E, o->n_ctx, &sl->kv, err);
+    }
     if (st != LS_OK) goto fail_local;
     st = lsw_trace_open(&pl->trace, o->trace_prefix, 0, err);
     if (st != LS_OK) goto fail_local;
@@ -319,19 +355,89 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
         ls_err cerr;
         if (close_chain(&pl->net, o->timeout_s, LSW_MSG_CLOSE, &cerr) != LS_OK)
             fprintf(stderr, "layerskip pipeline: closing the stages after a failed setup: %s\n", cerr.msg);
-        pl->broken = true; /* already closed */
+        atomic_store(&pl->broken, true); /* already closed */
         snprintf(pl->why, sizeof pl->why, "%s", err ? err->msg : "");
         lsw_pipeline_free(pl);
         return worker_st;
     }
+    for (int r = 1; r < size; r++) pl->heard[r] = MPI_Wtime();
     *out = pl;
     return LS_OK;
 
 fail_local:
     /* no worker holds a stage yet (a failed CONFIG send leaves the job to
      * lsw_shutdown_workers), so there is nothing to close */
-    pl->broken = true;
+    atomic_store(&pl->broken, true);
     lsw_pipeline_free(pl);
+    return st;
+}
+
+/* ------------------------------------------------------------ the shared link */
+
+/* Take everything waiting on the link (caller holds netlock): verdicts and
+ * errors go to their slot's mailbox (stale ones are dropped here), pongs
+ * end a ping; anything else breaks the pipeline. Then push pending sends. */
+static ls_status pump(lsw_pipeline *pl, ls_err *err) {
+    const int last = pl->size - 1;
+    for (;;) {
+        lsw_msg m;
+        bool got = false;
+        ls_status st = lsw_recv_poll(&pl->net, &m, &got, err);
+        if (st != LS_OK) return fail(pl, st, err);
+        if (!got) break;
+        pl->heard[m.source] = MPI_Wtime();
+        if (m.h.type == LSW_MSG_PONG) {
+            pl->ping_sent[m.source] = 0;
+            continue;
+        }
+        if (m.h.type == LSW_MSG_ERROR || (m.h.type == LSW_MSG_VERDICT && m.source == last)) {
+            lsw_slot *sl = &pl->slots[m.h.slot];
+            if (!sl->busy || m.h.generation < sl->generation) continue; /* an ended request's, or stale */
+            if (sl->box_n == sl->box_cap) {
+                st = ls_err_set(err, LS_ERR_FORMAT, "more than %d unanswered messages for slot %d: the stages "
+                                "disagree about the protocol", sl->box_cap, m.h.slot);
+                return fail(pl, st, err);
+            }
+            mail *ml = &sl->box[(sl->box_head + sl->box_n++) % sl->box_cap];
+            ml->h = m.h;
+            ml->source = m.source;
+            snprintf(ml->error, sizeof ml->error, "%s", m.h.type == LSW_MSG_ERROR ? m.error : "");
+            continue;
+        }
+        st = ls_err_set(err, LS_ERR_FORMAT, "unexpected %s message from rank %d at rank 0",
+                        lsw_msg_type_name(m.h.type), m.source);
+        return fail(pl, st, err);
+    }
+    ls_status st = lsw_net_progress(&pl->net, err);
+    return st == LS_OK ? st : fail(pl, st, err);
+}
+
+static ls_status broken_err(lsw_pipeline *pl, ls_err *err) {
+    return ls_err_set(err, LS_ERR_IO, "the pipeline is broken: %s", pl->why);
+}
+
+ls_status lsw_pipeline_check(lsw_pipeline *pl, double interval_s, ls_err *err) {
+    if (atomic_load(&pl->broken)) return broken_err(pl, err);
+    pthread_mutex_lock(&pl->netlock);
+    ls_status st = pump(pl, err);
+    const double now = MPI_Wtime();
+    for (int r = 1; r < pl->size && st == LS_OK; r++) {
+        if (pl->ping_sent[r] > 0) {
+            /* a stage busy with a long chunk answers after it: only silence counts */
+            const double since = pl->ping_sent[r] > pl->heard[r] ? pl->ping_sent[r] : pl->heard[r];
+            if (now - since > pl->opt.timeout_s) {
+                char who[96];
+                lsw_stage_name(&pl->net, r, who, sizeof who);
+                st = fail(pl, ls_err_set(err, LS_ERR_IO, "%s did not answer a liveness check within %g s; the "
+                                         "stage is stuck or dead: restart the job", who, pl->opt.timeout_s), err);
+            }
+        } else if (now - pl->heard[r] >= interval_s) {
+            st = lsw_send_ping(&pl->net, r, ++pl->ping_seq, err);
+            if (st != LS_OK) fail(pl, st, err);
+            else pl->ping_sent[r] = now;
+        }
+    }
+    pthread_mutex_unlock(&pl->netlock);
     return st;
 }
 
@@ -368,19 +474,43 @@ static double top_prob(const float *logits, int32_t n) {
     return 1.0 / sum;
 }
 
+/* the slot's states sl->h as a chunk to rank 1 */
+static ls_status send_chunk(gen_run *g, int32_t first_pos, int32_t count, uint32_t flags, int32_t assumed,
+                            const int32_t *tokens, ls_err *err) {
+    lsw_pipeline *pl = g->pl;
+    if (atomic_load(&pl->broken)) return broken_err(pl, err);
+    pthread_mutex_lock(&pl->netlock);
+    ls_status st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, first_pos, count, flags, assumed,
+                                  tokens, g->slot->h, g->slot->h, err);
+    if (st == LS_OK) st = pump(pl, err);
+    pthread_mutex_unlock(&pl->netlock);
+    return st == LS_OK ? st : fail(pl, st, err);
+}
+
+/* move the link along while computing (MPI moves a large message only while
+ * its sender is inside MPI) */
+static ls_status progress(gen_run *g, ls_err *err) {
+    lsw_pipeline *pl = g->pl;
+    if (atomic_load(&pl->broken)) return broken_err(pl, err);
+    if (pthread_mutex_trylock(&pl->netlock) != 0) return LS_OK; /* another slot is moving it */
+    ls_status st = pump(pl, err);
+    pthread_mutex_unlock(&pl->netlock);
+    return st;
+}
+
 /* prompt tokens [0, n) through layers [0, E), sent as prefill chunks */
 static ls_status prefill(gen_run *g, const int32_t *prompt, int n, ls_err *err) {
     lsw_pipeline *pl = g->pl;
+    lsw_slot *sl = g->slot;
     const int B = pl->opt.max_batch, E = lsw_layout_exit_layer(&pl->layout);
     for (int done = 0; done < n;) {
         int nb = n - done < B ? n - done : B;
         int64_t t0 = lsw_now_us();
-        ls_status st = ls_embed(pl->ctx, prompt + done, nb, pl->h, err);
-        if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, done, nb, pl->h, err);
+        ls_status st = ls_embed(sl->ctx, prompt + done, nb, sl->h, err);
+        if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, done, nb, sl->h, err);
         if (st != LS_OK) return st;
-        st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, done, nb, LSW_CHUNK_PREFILL, -1,
-                            prompt + done, pl->h, NULL, err);
-        if (st != LS_OK) return fail(pl, st, err);
+        st = send_chunk(g, done, nb, LSW_CHUNK_PREFILL, -1, prompt + done, err);
+        if (st != LS_OK) return st;
         lsw_trace_span(&pl->trace, "prefill", g->slot_id, g->slot->generation, done, nb, t0, lsw_now_us());
         done += nb;
     }
@@ -391,35 +521,44 @@ static ls_status prefill(gen_run *g, const int32_t *prompt, int n, ls_err *err) 
  * a worker's ERROR fails the request */
 static ls_status next_verdict(gen_run *g, bool block, lsw_msg *m, bool *got, ls_err *err) {
     lsw_pipeline *pl = g->pl;
+    lsw_slot *sl = g->slot;
     const int last = pl->size - 1;
     const int64_t t0 = lsw_now_us();
     const double w0 = MPI_Wtime();
     *got = false;
     for (;;) {
+        if (atomic_load(&pl->broken)) return broken_err(pl, err);
+        pthread_mutex_lock(&pl->netlock);
+        ls_status st = pump(pl, err);
+        mail ml;
         bool have = false;
-        ls_status st = lsw_recv_poll(&pl->net, m, &have, err);
-        if (st == LS_OK) st = lsw_net_progress(&pl->net, err);
-        if (st != LS_OK) return fail(pl, st, err);
+        while (st == LS_OK && sl->box_n > 0 && !have) {
+            ml = sl->box[sl->box_head];
+            sl->box_head = (sl->box_head + 1) % sl->box_cap;
+            sl->box_n--;
+            have = ml.h.generation == sl->generation || ml.h.type == LSW_MSG_ERROR;
+        }
+        const double heard = pl->heard[last];
+        pthread_mutex_unlock(&pl->netlock);
+        if (st != LS_OK) return st;
         if (have) {
-            if (m->h.type == LSW_MSG_ERROR) {
+            if (ml.h.type == LSW_MSG_ERROR) {
                 char who[96];
-                lsw_stage_name(&pl->net, m->source, who, sizeof who);
-                if (m->h.slot != g->slot_id) continue; /* a request that has ended */
-                return ls_err_set(err, LS_ERR_IO, "%s: %s", who, m->error);
+                lsw_stage_name(&pl->net, ml.source, who, sizeof who);
+                return ls_err_set(err, LS_ERR_IO, "%s: %s", who, ml.error);
             }
-            if (m->h.type != LSW_MSG_VERDICT || m->source != last) {
-                st = ls_err_set(err, LS_ERR_FORMAT, "unexpected %s message from rank %d while waiting for a verdict",
-                                lsw_msg_type_name(m->h.type), m->source);
-                return fail(pl, st, err);
-            }
-            if (m->h.slot != g->slot_id || m->h.generation != g->slot->generation) continue; /* stale */
+            m->source = ml.source;
+            m->h = ml.h;
             *got = true;
-            if (block) lsw_trace_span(&pl->trace, "wait", g->slot_id, g->slot->generation, m->h.first_pos, 0, t0,
+            if (block) lsw_trace_span(&pl->trace, "wait", g->slot_id, sl->generation, m->h.first_pos, 0, t0,
                                       lsw_now_us());
             return LS_OK;
         }
         if (!block) return LS_OK;
-        if (MPI_Wtime() - w0 > pl->opt.timeout_s) {
+        /* the last stage may be busy with other slots' chunks: only its
+         * silence for timeout_s counts */
+        const double since = heard > w0 ? heard : w0;
+        if (MPI_Wtime() - since > pl->opt.timeout_s) {
             char who[96];
             lsw_stage_name(&pl->net, last, who, sizeof who);
             st = ls_err_set(err, LS_ERR_IO, "%s did not answer within %g s (waiting for the verdict on slot %d); a "
@@ -428,6 +567,14 @@ static ls_status next_verdict(gen_run *g, bool block, lsw_msg *m, bool *got, ls_
         }
         idle_wait();
     }
+}
+
+/* a rejection: later chunks of this slot are stale (under netlock, so the
+ * mailbox drops their verdicts on arrival) */
+static void next_generation(gen_run *g) {
+    pthread_mutex_lock(&g->pl->netlock);
+    g->slot->generation++;
+    pthread_mutex_unlock(&g->pl->netlock);
 }
 
 static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int n_prompt, ls_err *err) {
@@ -441,11 +588,10 @@ static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int 
     int pos = n_prompt - 1;
     while (st == LS_OK) {
         int64_t s0 = lsw_now_us();
-        st = ls_embed(pl->ctx, &tok, 1, pl->h, err);
-        if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, pos, 1, pl->h, err);
-        if (st == LS_OK)
-            st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, pos, 1, 0, -1, &tok, pl->h, NULL, err);
-        if (st != LS_OK) { fail(pl, st, err); break; }
+        st = ls_embed(g->slot->ctx, &tok, 1, g->slot->h, err);
+        if (st == LS_OK) st = ls_forward(g->slot->ctx, g->slot->kv, 0, E, pos, 1, g->slot->h, err);
+        if (st == LS_OK) st = send_chunk(g, pos, 1, 0, -1, &tok, err);
+        if (st != LS_OK) break;
         lsw_trace_span(&pl->trace, "forward", g->slot_id, g->slot->generation, pos, 1, s0, lsw_now_us());
         lsw_msg m;
         bool got;
@@ -477,7 +623,8 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
     const int E = lsw_layout_exit_layer(&pl->layout), K = p->num_speculations, V = pl->cfg->n_vocab,
               D = pl->cfg->dim, n_ctx = pl->opt.n_ctx;
     const bool sampling = p->sampling.temperature > 0;
-    int32_t *hist = pl->hist; /* token at each position, drafts included */
+    lsw_slot *sl = g->slot;
+    int32_t *hist = sl->hist; /* token at each position, drafts included */
     memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
     ls_rng rng;
     ls_rng_seed(&rng, p->sampling.seed);
@@ -509,21 +656,21 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
             int64_t s0 = lsw_now_us();
             int m = 0;
             for (;; m++) {
-                float *hm = pl->h + (size_t)m * D;
-                st = ls_embed(pl->ctx, &f->tokens[m], 1, hm, err);
-                if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, d_pos + m, 1, hm, err);
+                float *hm = sl->h + (size_t)m * D;
+                st = ls_embed(sl->ctx, &f->tokens[m], 1, hm, err);
+                if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, d_pos + m, 1, hm, err);
                 /* MPI moves a large message only while its sender is inside
                  * MPI: without this the next stage could not take the chunk
                  * sent before until this one is drafted, and would idle */
-                if (st == LS_OK && (st = lsw_net_progress(&pl->net, err)) != LS_OK) fail(pl, st, err);
+                if (st == LS_OK) st = progress(g, err);
                 if (st != LS_OK) break;
                 if (m > 0 && !p->ignore_eog && ls_tokenizer_is_eog(pl->tok, f->tokens[m])) break;
                 if (m == m_max && !cont) break;
-                st = ls_exit_head(pl->ctx, hm, 1, pl->logits, err);
+                st = ls_exit_head(sl->ctx, hm, 1, sl->logits, err);
                 if (st != LS_OK) break;
-                const bool unsure = p->draft_min_p > 0 && top_prob(pl->logits, V) < p->draft_min_p;
-                ls_sampler_probs(&p->sampling, pl->logits, V, hist, d_pos + 1 + m, &pl->dist);
-                int32_t t = pl->dist.n == 1 ? pl->dist.ids[0] : ls_dist_draw(&pl->dist, &rng);
+                const bool unsure = p->draft_min_p > 0 && top_prob(sl->logits, V) < p->draft_min_p;
+                ls_sampler_probs(&p->sampling, sl->logits, V, hist, d_pos + 1 + m, &sl->dist);
+                int32_t t = sl->dist.n == 1 ? sl->dist.ids[0] : ls_dist_draw(&sl->dist, &rng);
                 if (m == m_max || unsure) { /* the guess for the token after this chunk */
                     f->assumed = t;
                     break;
@@ -534,9 +681,8 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
             if (st != LS_OK) break;
             f->m = m;
             const uint32_t flags = LSW_CHUNK_SPECULATIVE | (sampling ? LSW_CHUNK_EXIT : 0);
-            st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, d_pos, m + 1, flags, f->assumed,
-                                f->tokens, pl->h, pl->h, err);
-            if (st != LS_OK) { fail(pl, st, err); break; }
+            st = send_chunk(g, d_pos, m + 1, flags, f->assumed, f->tokens, err);
+            if (st != LS_OK) break;
             lsw_trace_span(&pl->trace, "draft", g->slot_id, g->slot->generation, d_pos, m + 1, s0, lsw_now_us());
             fl_n++;
             assumed += m + 1;
@@ -578,7 +724,7 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
         if (!more) break;
         const int conf = f->p + n + 1; /* position of `next`, not cached yet */
         if (lsw_chunk_rejected(f->m, f->assumed, n, next)) {
-            g->slot->generation++;
+            next_generation(g);
             fl_n = 0;
             assumed = 0;
             d_pos = conf;
@@ -601,7 +747,8 @@ static ls_status generate_early_exit(gen_run *g, const int32_t *prompt, int n_pr
     const ls_gen_params *p = g->p;
     const int E = lsw_layout_exit_layer(&pl->layout), B = pl->opt.max_batch, D = pl->cfg->dim,
               V = pl->cfg->n_vocab;
-    int32_t *hist = pl->hist;
+    lsw_slot *sl = g->slot;
+    int32_t *hist = sl->hist;
     memcpy(hist, prompt, sizeof(int32_t) * (size_t)n_prompt);
     ls_rng rng;
     ls_rng_seed(&rng, p->sampling.seed);
@@ -609,22 +756,22 @@ static ls_status generate_early_exit(gen_run *g, const int32_t *prompt, int n_pr
     ls_status st = LS_OK;
     for (int done = 0; done < n_prompt && st == LS_OK; done += B) {
         int nb = n_prompt - done < B ? n_prompt - done : B;
-        st = ls_embed(pl->ctx, prompt + done, nb, pl->h, err);
-        if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, done, nb, pl->h, err);
+        st = ls_embed(sl->ctx, prompt + done, nb, sl->h, err);
+        if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, done, nb, sl->h, err);
         if (st == LS_OK && done + nb == n_prompt)
-            st = ls_exit_head(pl->ctx, pl->h + (size_t)(nb - 1) * D, 1, pl->logits, err);
+            st = ls_exit_head(sl->ctx, sl->h + (size_t)(nb - 1) * D, 1, sl->logits, err);
     }
     double t1 = ls_time_ms();
     g->stats->prefill_ms = t1 - t0;
     int pos = n_prompt;
     while (st == LS_OK && g->stats->n_generated < p->n_predict) {
-        int32_t t = ls_sample(&p->sampling, &rng, pl->logits, V, hist, pos, &pl->dist);
+        int32_t t = ls_sample(&p->sampling, &rng, sl->logits, V, hist, pos, &sl->dist);
         if (!emit(g, t)) break;
         if (pos >= pl->opt.n_ctx) { g->stats->finish = LS_FINISH_CONTEXT; break; }
         hist[pos] = t;
-        st = ls_embed(pl->ctx, &t, 1, pl->h, err);
-        if (st == LS_OK) st = ls_forward(pl->ctx, g->slot->kv, 0, E, pos, 1, pl->h, err);
-        if (st == LS_OK) st = ls_exit_head(pl->ctx, pl->h, 1, pl->logits, err);
+        st = ls_embed(sl->ctx, &t, 1, sl->h, err);
+        if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, pos, 1, sl->h, err);
+        if (st == LS_OK) st = ls_exit_head(sl->ctx, sl->h, 1, sl->logits, err);
         pos++;
     }
     g->stats->decode_ms = ls_time_ms() - t1;
@@ -658,30 +805,38 @@ ls_status lsw_generate(lsw_pipeline *pl, int slot, const int32_t *prompt, int n_
         return ls_err_set(err, LS_ERR_INVALID, "num_speculations %d needs a pipeline max_batch >= %d (it has %d)",
                           p->num_speculations, p->num_speculations + 1, pl->opt.max_batch);
 
-    pthread_mutex_lock(&pl->lock);
-    if (pl->broken) {
-        st = ls_err_set(err, LS_ERR_IO, "the pipeline is broken: %s", pl->why);
-        pthread_mutex_unlock(&pl->lock);
-        return st;
+    if (atomic_load(&pl->broken)) return broken_err(pl, err);
+    lsw_slot *sl = &pl->slots[slot];
+    pthread_mutex_lock(&pl->netlock);
+    if (sl->busy) {
+        pthread_mutex_unlock(&pl->netlock);
+        return ls_err_set(err, LS_ERR_INVALID, "slot %d is already generating: one request per slot at a time",
+                          slot);
     }
-    gen_run g = {.pl = pl, .slot = &pl->slots[slot], .slot_id = slot, .p = p, .out = out_tokens, .cb = cb,
-                 .user = user, .stats = stats};
-    ls_kv_truncate(g.slot->kv, 0, E, 0);
+    sl->busy = true;
+    sl->box_n = 0;
+    pthread_mutex_unlock(&pl->netlock);
+    gen_run g = {.pl = pl, .slot = sl, .slot_id = slot, .p = p, .out = out_tokens, .cb = cb, .user = user,
+                 .stats = stats};
+    ls_kv_truncate(sl->kv, 0, E, 0);
     if (p->n_predict == 0) {
-        pthread_mutex_unlock(&pl->lock);
-        return LS_OK;
-    }
-    if (p->strategy == LS_STRATEGY_EARLY_EXIT) {
+        /* nothing */
+    } else if (p->strategy == LS_STRATEGY_EARLY_EXIT) {
         st = generate_early_exit(&g, prompt, n_prompt, err);
     } else {
-        g.slot->generation++;
         lsw_start_msg sm = {.strategy = (int32_t)p->strategy, .num_speculations = p->num_speculations,
                             .sampling = p->sampling};
-        st = lsw_send_start(&pl->net, 1, slot, g.slot->generation, &sm, err);
+        pthread_mutex_lock(&pl->netlock);
+        sl->generation++;
+        st = lsw_send_start(&pl->net, 1, slot, sl->generation, &sm, err);
+        pthread_mutex_unlock(&pl->netlock);
         if (st != LS_OK) fail(pl, st, err);
         else if (p->strategy == LS_STRATEGY_AUTOREGRESSIVE) st = generate_autoregressive(&g, prompt, n_prompt, err);
         else st = generate_speculative(&g, prompt, n_prompt, err);
     }
-    pthread_mutex_unlock(&pl->lock);
+    pthread_mutex_lock(&pl->netlock);
+    sl->busy = false;
+    sl->box_n = 0;
+    pthread_mutex_unlock(&pl->netlock);
     return st;
 }

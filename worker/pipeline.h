@@ -16,8 +16,11 @@
  * A stage that stops answering for timeout_s makes the call fail with a
  * message naming it, and the pipeline is then broken: every later call fails
  * at once (the daemon should report UNAVAILABLE and exit, ARCHITECTURE.md
- * "Failure model"). Requests are serialised: one runs at a time (the slot
- * argument selects its KV caches; concurrent slots are future work). */
+ * "Failure model"). Requests on different slots run concurrently (one
+ * thread each: every slot has its own compute context and KV caches; the
+ * link is shared under a lock, and each stage serves the chunks of all
+ * slots in arrival order), so one request's drafting fills the gaps of
+ * another's verification. One request per slot at a time. */
 #ifndef LSW_PIPELINE_H
 #define LSW_PIPELINE_H
 
@@ -54,6 +57,13 @@ const ls_model *lsw_pipeline_model(const lsw_pipeline *pl);
 int lsw_pipeline_worker_pid(const lsw_pipeline *pl, int rank);
 /* true after a stage failed or timed out; the message says which */
 bool lsw_pipeline_broken(const lsw_pipeline *pl, const char **why);
+
+/* Liveness while idle: ping each worker whose last message is older than
+ * interval_s; a ping unanswered (and the stage otherwise silent) for
+ * timeout_s breaks the pipeline, naming the stage. Returns the pipeline's
+ * state (an error once broken). Call it every second or so from one thread
+ * (the daemon's monitor), never after lsw_pipeline_free has begun. */
+ls_status lsw_pipeline_check(lsw_pipeline *pl, double interval_s, ls_err *err);
 
 /* ls_generate through the pipeline (strategies autoregressive and
  * self_speculative; early_exit runs on rank 0 alone). self_speculative needs

@@ -297,6 +297,11 @@ static ls_status serve(stage *s, int *type, ls_err *err) {
                 *type = t;
                 return pass_on(net, t, err);
             }
+            if (t == LSW_MSG_PING && m.source == 0) { /* liveness: answered between chunks */
+                st = lsw_send_pong(net, 0, m.h.next, err);
+                if (st != LS_OK) return st;
+                continue;
+            }
             if (t == LSW_MSG_NOTICE && m.source == net->size - 1) {
                 stage_slot *sl = &s->slots[m.h.slot];
                 if (m.h.next > sl->floor) sl->floor = m.h.next;

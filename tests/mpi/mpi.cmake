@@ -36,6 +36,10 @@ add_test(NAME mpi_pipeline_3ranks_e8 COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np
   --split 0-8,8-20,20-30 : -np 2 ${WK})
 add_test(NAME mpi_pipeline_3ranks_e4 COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 1 ${PC}
   --split 0-4,4-10,10-30 : -np 2 ${WK})
+# several requests in flight on their own slots (threads on rank 0)
+add_test(NAME mpi_concurrent_2ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --concurrent 4)
+add_test(NAME mpi_concurrent_3ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 1 ${PC} --concurrent 3
+  : -np 2 ${WK})
 add_test(NAME mpi_layouts COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 3 ${PC} --layouts)
 add_test(NAME mpi_trace_overlap COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --trace ${LSW_TRACE_PREFIX})
 add_test(NAME mpi_stopped_stage COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --hang)
@@ -47,6 +51,6 @@ add_test(NAME mpi_worker_model_mismatch COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} 
   : -np 1 ${WK} --model ${CMAKE_CURRENT_LIST_DIR}/../../models/vocab/ggml-vocab-llama-bpe.gguf)
 set_tests_properties(test_mpi_msg PROPERTIES ENVIRONMENT "${LS_TEST_ENV}" TIMEOUT 60)
 set_tests_properties(mpi_pipeline_2ranks_e8 mpi_pipeline_2ranks_e4 mpi_pipeline_3ranks_e8 mpi_pipeline_3ranks_e4
-  mpi_layouts mpi_trace_overlap mpi_stopped_stage
+  mpi_concurrent_2ranks mpi_concurrent_3ranks mpi_layouts mpi_trace_overlap mpi_stopped_stage
   mpi_worker_stages_mismatch mpi_worker_model_mismatch
   PROPERTIES ENVIRONMENT "${LSW_TEST_ENV}" TIMEOUT 300 RUN_SERIAL TRUE)

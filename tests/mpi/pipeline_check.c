@@ -13,6 +13,9 @@
  *   --layouts       bad layouts and options are refused with clear errors
  *   --trace PREFIX  a 2-rank run traced: drafting on rank 0 overlaps
  *                   verification on rank 1 in time
+ *   --concurrent N  N requests at once on N slots (threads), autoregressive
+ *                   and self_speculative mixed, while rank 0 pings the
+ *                   stages: each equals its single-process ls_generate
  *   --hang          rank 1 is stopped (SIGSTOP): lsw_generate fails within
  *                   the timeout naming stage 1, later calls fail at once
  *   --expect-setup-error TEXT  pipeline creation fails with TEXT (workers
@@ -21,6 +24,7 @@
 #include "pipeline.h"
 #include "layerskip/tokenizer.h"
 
+#include <pthread.h>
 #include <signal.h>
 #include <time.h>
 
@@ -400,6 +404,73 @@ static void expect_setup_error(world *w, const char *text) {
     expect_create_error(w, &o, text);
 }
 
+/* ---- several requests in flight on their own slots */
+typedef struct conc_job {
+    lsw_pipeline *pl;
+    world *w;
+    int slot, prompt;
+    ls_gen_params gp;
+    run_out out;
+} conc_job;
+
+static void *conc_main(void *arg) {
+    conc_job *j = arg;
+    ls_err err = {{0}};
+    j->out.st = lsw_generate(j->pl, j->slot, j->w->prompts[j->prompt], j->w->np[j->prompt], &j->gp, j->out.ids,
+                             NULL, NULL, &j->out.stats, &err);
+    snprintf(j->out.msg, sizeof j->out.msg, "%s", err.msg);
+    if (j->out.st != LS_OK) fprintf(stderr, "  slot %d: %s\n", j->slot, err.msg);
+    return NULL;
+}
+
+static void check_concurrent(world *w, int n) {
+    REQUIRE(n >= 1 && n <= 8);
+    lsw_options o = popts(w->size == 2 ? "0-8,8-30" : "0-8,8-20,20-30");
+    o.model = w->m;
+    o.max_slots = n;
+    lsw_pipeline *pl = NULL;
+    ls_err err = {{0}};
+    ls_status st = lsw_pipeline_create(w->comm, &o, &pl, &err);
+    if (st != LS_OK) fprintf(stderr, "  create: %s\n", err.msg);
+    REQUIRE(st == LS_OK);
+    static conc_job jobs[8];
+    static run_out ref[8];
+    pthread_t th[8];
+    for (int i = 0; i < n; i++) {
+        conc_job *j = &jobs[i];
+        j->pl = pl;
+        j->w = w;
+        j->slot = i;
+        j->prompt = i % (N_PROMPTS + 1);
+        j->gp = params(i % 2 ? LS_STRATEGY_AUTOREGRESSIVE : LS_STRATEGY_SELF_SPECULATIVE, 8, 2 + i % 3, N_GEN,
+                       j->prompt != N_PROMPTS);
+        single(w, j->prompt, &j->gp, NULL, NULL, &ref[i]);
+        REQUIRE(ref[i].st == LS_OK);
+    }
+    const double t0 = MPI_Wtime();
+    for (int i = 0; i < n; i++) REQUIRE(pthread_create(&th[i], NULL, conc_main, &jobs[i]) == 0);
+    /* the daemon's monitor does this while requests run */
+    for (int i = 0; i < 5; i++) {
+        CHECK(lsw_pipeline_check(pl, 0.05, &err) == LS_OK);
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
+    fprintf(stderr, "   %d concurrent requests in %.2f s\n", n, MPI_Wtime() - t0);
+    char what[96];
+    for (int i = 0; i < n; i++) {
+        snprintf(what, sizeof what, "slot %d (prompt %d, %s)", i, jobs[i].prompt,
+                 ls_strategy_name(jobs[i].gp.strategy));
+        CHECK(same(what, &ref[i], &jobs[i].out));
+    }
+    /* a slot is one request at a time; out-of-range slots are refused */
+    ls_gen_params gp = params(LS_STRATEGY_AUTOREGRESSIVE, 0, 0, 2, true);
+    st = lsw_generate(pl, n, w->prompts[0], w->np[0], &gp, jobs[0].out.ids, NULL, NULL, &jobs[0].out.stats, &err);
+    CHECK(st != LS_OK && strstr(err.msg, "out of range") != NULL);
+    CHECK(lsw_pipeline_check(pl, 0.0, &err) == LS_OK);
+    lsw_pipeline_free(pl);
+}
+
 int main(int argc, char **argv) {
     int provided = 0;
     MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided);
@@ -442,6 +513,9 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--trace") == 0 && val) {
             const char *prefix = argv[++i];
             CASE("trace overlap", check_trace(&w, prefix));
+        } else if (strcmp(a, "--concurrent") == 0 && val) {
+            const int n = atoi(argv[++i]);
+            CASE("concurrent requests", check_concurrent(&w, n));
         } else if (strcmp(a, "--hang") == 0) {
             CASE("stopped stage", check_hang(&w));
         } else if (strcmp(a, "--expect-setup-error") == 0 && val) {
