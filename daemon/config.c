@@ -94,6 +94,18 @@ static const lsd_option lsd_options[] = {
      NULL,
      "on SIGTERM, new requests are refused and running ones get this long to finish before "
      "they are cancelled", NULL},
+    {"stages", "LIST", LSD_OPT_STR, F(stages), "", 0, 0, 0, false, false, false, NULL,
+     "MPI pipeline only (mpirun -np 1 layerskipd ... : -np N layerskip-worker): the layers of each "
+     "rank as half-open ranges, like \"0-8,8-20,20-30\", or a memory budget per rank, like "
+     "\"2GiB,6GiB,6GiB\" (stage 0 is then [0, --exit-layer) and the rest is split to fit); "
+     "empty = stage 0 is [0, --exit-layer) and the other layers are split evenly", NULL},
+    {"stage-timeout", "S", LSD_OPT_FLOAT, F(stage_timeout), NULL, 10, 0.1, 3600, false, false, false,
+     NULL,
+     "MPI pipeline only: a stage that does not answer for S seconds is lost: requests fail with "
+     "UNAVAILABLE naming it, health turns NOT_SERVING and the job exits non-zero", NULL},
+    {"trace", "PREFIX", LSD_OPT_STR, F(trace), "", 0, 0, 0, false, false, false, NULL,
+     "MPI pipeline only: every rank writes its spans (draft, verify, wait, ...) as JSON lines to "
+     "PREFIX.rank<R>.jsonl; empty = off", NULL},
     {"config", "FILE", LSD_OPT_STR, F(config_file), "", 0, 0, 0, false, false, true, NULL,
      "read options from FILE (key = value lines, the keys are the flag names without --) "
      "before the other flags, which override it", NULL},

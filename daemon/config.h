@@ -34,6 +34,9 @@ typedef struct lsd_config {
     char log_level[16];        /* --log-level error|warn|info|debug, default info */
     int max_request_bytes;     /* --max-request-bytes N, default 1048576; larger requests -> INVALID_ARGUMENT */
     int drain_seconds;         /* --drain-seconds N, default 30: SIGTERM waits this long for in-flight requests */
+    char stages[1024];         /* --stages LIST: MPI pipeline split, "0-8,8-30" or budgets "2GiB,6GiB"; "" = by --exit-layer */
+    float stage_timeout;       /* --stage-timeout S, default 10: a silent pipeline stage is lost after S seconds */
+    char trace[512];           /* --trace PREFIX: pipeline spans to PREFIX.rank<R>.jsonl; "" = off */
     char config_file[4096];    /* --config FILE */
 } lsd_config;
 

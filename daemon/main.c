@@ -3,7 +3,16 @@
  * drains: health NOT_SERVING, new calls UNAVAILABLE, in-flight requests get
  * --drain-seconds to finish, the rest are cancelled, exit 0.
  * Exit codes: 0 ok (and --help), 2 bad flags or config, 1 any other
- * startup failure (model, address in use, TLS files, token file). */
+ * startup failure (model, address in use, TLS files, token file).
+ *
+ * Under mpirun with more than one rank (mpirun -np 1 layerskipd ... : -np N
+ * layerskip-worker) this process is rank 0 of the MPI pipeline (worker/):
+ * the drafter stage, and generations run through lsw_generate. Twice a
+ * second it checks the stages (pings when idle); a lost stage (silent for
+ * --stage-timeout, or a local worker process gone when mpirun signals the
+ * job) makes health NOT_SERVING, fails requests with UNAVAILABLE naming the
+ * stage, and ends the job with MPI_Abort (exit 1): mpirun stops every rank,
+ * and systemd or Slurm can restart it. */
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -14,6 +23,11 @@
 #include "layerskip/engine.h"
 #include "layerskip/generate.h"
 
+#ifdef LSD_WITH_MPI
+#include "msg.h" /* lsw_hostname */
+#include "pipeline.h"
+#endif
+
 #include <errno.h>
 #include <pthread.h>
 #include <grpc/grpc.h>
@@ -23,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SHUTDOWN_GRACE_S 2.0 /* for replies already on their way after the drain */
 
@@ -92,6 +107,43 @@ static char *read_pem(const char *flag, const char *path, int *rc) {
     return t;
 }
 
+#ifdef LSD_WITH_MPI
+/* mpirun (OpenMPI), srun (PMIx / PMI) set these in every rank's environment */
+static bool launched_by_mpi(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
+}
+
+static ls_status pipe_generate(void *user, int slot, const int32_t *prompt, int n_prompt, const ls_gen_params *p,
+                               int32_t *out, ls_token_cb cb, void *cb_user, ls_gen_stats *stats, ls_err *err) {
+    return lsw_generate(user, slot, prompt, n_prompt, p, out, cb, cb_user, stats, err);
+}
+
+/* --stages as memory budgets: weights + KV (max-sessions x ctx) per layer */
+static int budget_stages(const ls_model *model, const char *text, int exit_layer, int n_ctx, int n_slots,
+                         int n_ranks, char *out, size_t out_len) {
+    const ls_config *c = ls_model_config(model);
+    const int L = c->n_layers;
+    uint64_t budgets[LSW_MAX_STAGES], *layer = calloc((size_t)L, sizeof *layer);
+    ls_err e = {{0}};
+    if (!layer) return startup_error("out of memory");
+    const uint64_t kv = 2ull * (uint64_t)n_ctx * (uint64_t)n_slots * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim *
+                        sizeof(uint16_t);
+    for (int l = 0; l < L; l++) layer[l] = ls_model_weight_bytes(model, l, l + 1, false, false) + kv;
+    const uint64_t head = ls_model_weight_bytes(model, 0, 0, false, true);
+    const uint64_t embed = ls_model_weight_bytes(model, 0, 0, true, false);
+    lsw_layout lo;
+    ls_status st = lsw_layout_parse_budgets(text, n_ranks, budgets, &e);
+    if (st == LS_OK) st = lsw_layout_fit(exit_layer, L, n_ranks, layer, embed + head, head, budgets, &lo, &e);
+    free(layer);
+    if (st != LS_OK) {
+        fprintf(stderr, "layerskipd: --stages: %s\n", e.msg);
+        return 2;
+    }
+    lsw_layout_format(&lo, out, out_len);
+    return 0;
+}
+#endif
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -108,31 +160,62 @@ int main(int argc, char **argv) {
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    lsd_config cfg;
+    int mpi_size = 1;
+#ifdef LSD_WITH_MPI
+    const bool mpi = launched_by_mpi();
+    if (mpi) {
+        int provided = 0, rank = 0;
+        if (MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS)
+            return startup_error("MPI_Init_thread failed (started by mpirun or srun?)");
+        MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &mpi_size);
+        if (rank != 0) {
+            fprintf(stderr, "layerskipd: this is MPI rank %d: layerskipd runs on rank 0 only, the other ranks run "
+                    "layerskip-worker (mpirun -np 1 layerskipd ... : -np %d layerskip-worker)\n", rank,
+                    mpi_size - 1);
+            MPI_Abort(MPI_COMM_WORLD, 2);
+        }
+        if (provided < MPI_THREAD_SERIALIZED) {
+            fprintf(stderr, "layerskipd: this MPI library gives thread level %d; the pipeline needs "
+                    "MPI_THREAD_SERIALIZED\n", provided);
+            MPI_Abort(MPI_COMM_WORLD, 1);
+        }
+    }
+    lsw_pipeline *pl = NULL;
+    static lsd_stage_info stage_info[LSW_MAX_STAGES];
+    bool stage_lost = false;
+#endif
+
+    static lsd_config cfg;
     char err[2048] = "";
-    lsd_config_result cr = lsd_config_parse(&cfg, argc, argv, err, sizeof err);
-    if (cr == LSD_CONFIG_HELP) return 0;
-    if (cr != LSD_CONFIG_OK) {
-        fprintf(stderr, "layerskipd: %s%s\n", err, strstr(err, "--help") ? "" : "\n(run layerskipd --help for the options)");
-        return 2;
-    }
-    lsd_log_level lvl = LSD_LOG_INFO;
-    if (!lsd_log_parse_level(cfg.log_level, &lvl)) {
-        fprintf(stderr, "layerskipd: --log-level %s: use error, warn, info or debug\n", cfg.log_level);
-        return 2;
-    }
-    lsd_log_set_level(lvl);
-    ls_strategy strategy;
+    int rc = 0;
     ls_err lerr = {{0}};
-    if (ls_strategy_parse(cfg.strategy, &strategy, &lerr) != LS_OK) {
+    ls_strategy strategy = LS_STRATEGY_AUTOREGRESSIVE;
+    ls_model *model = NULL;
+    lsd_config_result cr = lsd_config_parse(&cfg, argc, argv, err, sizeof err);
+    lsd_log_level lvl = LSD_LOG_INFO;
+    if (cr == LSD_CONFIG_HELP) {
+        rc = -1; /* exit 0, after the MPI shutdown below */
+    } else if (cr != LSD_CONFIG_OK) {
+        fprintf(stderr, "layerskipd: %s%s\n", err, strstr(err, "--help") ? "" : "\n(run layerskipd --help for the options)");
+        rc = 2;
+    } else if (!lsd_log_parse_level(cfg.log_level, &lvl)) {
+        fprintf(stderr, "layerskipd: --log-level %s: use error, warn, info or debug\n", cfg.log_level);
+        rc = 2;
+    } else if (ls_strategy_parse(cfg.strategy, &strategy, &lerr) != LS_OK) {
         fprintf(stderr, "layerskipd: --strategy: %s\n", lerr.msg);
-        return 2;
+        rc = 2;
+    } else if (mpi_size == 1 && (cfg.stages[0] || cfg.trace[0])) {
+        fprintf(stderr, "layerskipd: --%s is for the MPI pipeline: start layerskipd under mpirun with workers "
+                "(mpirun -np 1 layerskipd ... : -np N layerskip-worker), or drop it\n",
+                cfg.stages[0] ? "stages" : "trace");
+        rc = 2;
     }
+    if (rc != 0) goto early_out;
+    lsd_log_set_level(lvl);
     lsd_config_log(&cfg);
 
-    int rc = 0;
     char *token = NULL, *cert = NULL, *key = NULL;
-    ls_model *model = NULL;
     lsd_metrics *metrics = NULL;
     lsd_sched *sched = NULL;
     lsd_server *srv = NULL;
@@ -161,6 +244,54 @@ int main(int argc, char **argv) {
         rc = 2;
         goto out;
     }
+#ifdef LSD_WITH_MPI
+    if (mpi_size > 1) {
+        char stages[1024] = "";
+        const bool ranges = cfg.stages[0] && !lsw_layout_is_budget(cfg.stages);
+        if (cfg.stages[0] && !ranges &&
+            (rc = budget_stages(model, cfg.stages, exit_layer, n_ctx, cfg.max_sessions, mpi_size, stages,
+                                sizeof stages)) != 0)
+            goto out;
+        if (ranges) snprintf(stages, sizeof stages, "%s", cfg.stages);
+        lsw_options po;
+        lsw_options_default(&po);
+        po.model_path = cfg.model;
+        po.model = model;
+        po.stages = stages[0] ? stages : NULL;
+        /* with explicit ranges, E is where stage 0 ends (an --exit-layer given too must agree) */
+        po.exit_layer = ranges ? cfg.exit_layer : exit_layer;
+        po.n_ctx = n_ctx;
+        po.max_slots = cfg.max_sessions;
+        po.n_threads = cfg.threads > 0 ? cfg.threads : 1;
+        po.timeout_s = cfg.stage_timeout;
+        po.trace_prefix = cfg.trace[0] ? cfg.trace : NULL;
+        LSD_LOG(LSD_LOG_INFO, "MPI pipeline of %d ranks: loading the model on every rank", mpi_size);
+        ls_status pst = lsw_pipeline_create(MPI_COMM_WORLD, &po, &pl, &lerr);
+        if (pst != LS_OK) {
+            fprintf(stderr, "layerskipd: pipeline: %s\n", lerr.msg);
+            rc = pst == LS_ERR_INVALID ? 2 : 1;
+            goto out;
+        }
+        const lsw_layout *lo = lsw_pipeline_layout(pl);
+        exit_layer = lsw_layout_exit_layer(lo);
+        for (int r = 0; r < lo->n_stages; r++) {
+            lsd_stage_info *si = &stage_info[r];
+            si->rank = r;
+            si->first_layer = lo->l0[r];
+            si->last_layer = lo->l1[r];
+            si->embedding = r == 0;
+            si->head = r == 0 || r == lo->n_stages - 1;
+            if (r == 0) lsw_hostname(si->host, sizeof si->host);
+            else snprintf(si->host, sizeof si->host, "%s", lsw_pipeline_worker_host(pl, r));
+            LSD_LOG(LSD_LOG_INFO, "stage %d: rank %d on %s (pid %d), %slayers %d-%d%s", r, r, si->host,
+                    r == 0 ? (int)getpid() : lsw_pipeline_worker_pid(pl, r), r == 0 ? "embedding + " : "",
+                    lo->l0[r], lo->l1[r],
+                    r == 0 ? " + final norm and LM head: drafts by early exit"
+                           : r == lo->n_stages - 1 ? " + final norm and LM head: verifies, decides acceptance"
+                                                   : ": verifies");
+        }
+    }
+#endif
     ls_gen_params check = {.n_predict = cfg.default_max_tokens, .strategy = strategy, .exit_layer = exit_layer,
                            .num_speculations = cfg.num_speculations, .draft_min_p = cfg.draft_min_p};
     ls_sampling_default(&check.sampling);
@@ -189,6 +320,12 @@ int main(int argc, char **argv) {
                          .n_ctx = n_ctx,
                          /* the bench's prompt batch; above LS_MAX_SPECULATIONS + 1 so any k fits */
                          .max_batch = 256, .max_queue = cfg.max_queue, .metrics = metrics};
+#ifdef LSD_WITH_MPI
+    if (pl) {
+        so.generate = pipe_generate;
+        so.generate_user = pl;
+    }
+#endif
     if (lsd_sched_create(&so, &sched, err, sizeof err) != 0) {
         fprintf(stderr, "layerskipd: %s\n", err);
         rc = 1;
@@ -206,6 +343,13 @@ int main(int argc, char **argv) {
     svc->draft_min_p = cfg.draft_min_p;
     svc->max_sessions = cfg.max_sessions;
     svc->max_queue = cfg.max_queue;
+#ifdef LSD_WITH_MPI
+    if (pl) {
+        svc->stages = stage_info;
+        svc->n_stages = lsw_pipeline_layout(pl)->n_stages;
+        svc->pipeline_exit_layer = exit_layer;
+    }
+#endif
     atomic_init(&svc->next_request, 0);
 
     lsd_log_install_grpc();
@@ -226,6 +370,40 @@ int main(int argc, char **argv) {
             cfg.max_sessions, cfg.max_queue, token ? ", bearer token required" : "");
 
     int sig = 0;
+#ifdef LSD_WITH_MPI
+    if (pl) {
+        /* the monitor: liveness pings between signals */
+        const struct timespec half = {0, 500 * 1000 * 1000};
+        for (;;) {
+            sig = sigtimedwait(&sigs, NULL, &half);
+            /* mpirun signals every rank when one of them dies: was it one of ours here? */
+            if (sig == SIGTERM || sig == SIGINT) lsw_pipeline_probe(pl);
+            ls_err perr = {{0}};
+            if (lsw_pipeline_check(pl, 1.0, &perr) != LS_OK) {
+                stage_lost = true;
+                break;
+            }
+            if (sig == SIGINT || sig == SIGTERM) break;
+        }
+    }
+    if (stage_lost) {
+        const char *why = "";
+        lsw_pipeline_broken(pl, &why);
+        char reason[600];
+        snprintf(reason, sizeof reason, "pipeline stage lost: %.560s", why);
+        LSD_LOG(LSD_LOG_ERROR, "%s; health NOT_SERVING, failing requests with UNAVAILABLE, ending the job", reason);
+        lsd_server_begin_drain_reason(srv, reason);
+        /* running and queued generations fail at once (the pipeline is broken) */
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        double until = now_s() + 3;
+        while (lsd_sched_active(sched) > 0 && now_s() < until) nanosleep(&tick, NULL);
+        lsd_sched_cancel_all(sched, GRPC_STATUS_UNAVAILABLE);
+        while (lsd_sched_active(sched) > 0) nanosleep(&tick, NULL);
+        lsd_server_shutdown(srv, 1.0);
+        rc = 1;
+        goto out;
+    }
+#endif
     while (sig != SIGINT && sig != SIGTERM) sig = sigwaitinfo(&sigs, NULL);
     LSD_LOG(LSD_LOG_INFO, "%s: draining, up to %d s for %d request(s) in flight", strsignal(sig),
             cfg.drain_seconds, lsd_sched_active(sched));
@@ -249,9 +427,28 @@ out:
     if (grpc_up) grpc_shutdown_blocking();
     lsd_metrics_free(metrics);
     free(svc);
-    ls_model_free(model);
     free(token);
     free(cert);
     free(key);
-    return rc;
+early_out:
+#ifdef LSD_WITH_MPI
+    if (mpi) {
+        if (pl && (stage_lost || lsw_pipeline_probe(pl))) {
+            /* a stage is gone or stuck: end every rank of the job (no orphans), non-zero */
+            fflush(NULL);
+            MPI_Abort(MPI_COMM_WORLD, rc > 0 ? rc : 1);
+        }
+        ls_err serr = {{0}};
+        const bool had = pl != NULL;
+        lsw_pipeline_free(pl); /* the workers drop their stage */
+        if (mpi_size > 1 && lsw_shutdown_workers(MPI_COMM_WORLD, had ? cfg.stage_timeout : 10, &serr) != LS_OK) {
+            fprintf(stderr, "layerskipd: stopping the workers: %s\n", serr.msg);
+            fflush(NULL);
+            MPI_Abort(MPI_COMM_WORLD, rc > 0 ? rc : 1);
+        }
+        MPI_Finalize();
+    }
+#endif
+    ls_model_free(model);
+    return rc < 0 ? 0 : rc;
 }

@@ -178,6 +178,9 @@ static void run_job(sched_slot *sl, lsd_job *j) {
     ls_status st = LS_OK;
     if (!r.piece) r.oom = true;
     else if (atomic_load(&j->cancel)) r.cancelled = true;
+    else if (s->o.generate)
+        st = s->o.generate(s->o.generate_user, sl->index, j->prompt, j->n_prompt, &j->params, sl->out, on_token, &r,
+                           &j->gen, &err);
     else st = ls_generate(sl->ctx, sl->kv, j->prompt, j->n_prompt, &j->params, sl->out, on_token, &r, &j->gen, &err);
 
     /* end-of-generation tokens never reach the callback, but are part of the output */
@@ -194,6 +197,9 @@ static void run_job(sched_slot *sl, lsd_job *j) {
         j->code = atomic_load(&j->cancel_code);
         snprintf(j->message, sizeof j->message, "%s",
                  j->code == CODE_UNAVAILABLE ? "server is shutting down" : "request cancelled");
+    } else if (st == LS_ERR_IO && s->o.generate) {
+        j->code = CODE_UNAVAILABLE; /* a pipeline stage was lost */
+        snprintf(j->message, sizeof j->message, "%.500s", err.msg);
     } else if (st != LS_OK) {
         j->code = CODE_INTERNAL;
         snprintf(j->message, sizeof j->message, "generation failed: %.480s", err.msg);
@@ -276,14 +282,14 @@ int lsd_sched_create(const lsd_sched_opts *o, lsd_sched **out, char *err, size_t
         sl->s = s;
         sl->index = i;
         ls_err e = {{0}};
-        if (ls_ctx_create(o->model, o->n_threads, o->max_batch, &sl->ctx, &e) != LS_OK ||
-            ls_kv_create(o->model, 0, cfg->n_layers, o->n_ctx, &sl->kv, &e) != LS_OK) {
+        if (!o->generate && (ls_ctx_create(o->model, o->n_threads, o->max_batch, &sl->ctx, &e) != LS_OK ||
+                             ls_kv_create(o->model, 0, cfg->n_layers, o->n_ctx, &sl->kv, &e) != LS_OK)) {
             snprintf(err, err_len, "session slot %d of %d: %s (lower --max-sessions or --ctx)", i + 1,
                      o->n_slots, e.msg);
             lsd_sched_free(s);
             return -1;
         }
-        ls_ctx_set_exact(sl->ctx, true);
+        if (sl->ctx) ls_ctx_set_exact(sl->ctx, true);
         sl->out = malloc(sizeof(int32_t) * ((size_t)o->n_ctx + 1));
         if (!sl->out) {
             snprintf(err, err_len, "out of memory for session slot %d (lower --ctx)", i + 1);

@@ -82,8 +82,18 @@ struct lsd_job {
 void lsd_job_init(lsd_job *j);
 void lsd_job_clear(lsd_job *j);
 
+/* Where generations run when not on the slot's own ls_ctx/ls_kv: the MPI
+ * pipeline (lsw_generate) in main.c. Same contract as ls_generate, plus the
+ * slot index. An LS_ERR_IO result means a stage was lost: the job ends
+ * UNAVAILABLE with the message (which names the stage). */
+typedef ls_status (*lsd_generate_fn)(void *user, int slot, const int32_t *prompt, int n_prompt,
+                                     const ls_gen_params *p, int32_t *out, ls_token_cb cb, void *cb_user,
+                                     ls_gen_stats *stats, ls_err *err);
+
 typedef struct lsd_sched_opts {
     const ls_model *model;
+    lsd_generate_fn generate; /* NULL: ls_generate on per-slot contexts and caches */
+    void *generate_user;
     int n_slots;      /* --max-sessions */
     int n_threads;    /* --threads per slot */
     int n_ctx;        /* KV positions per slot */

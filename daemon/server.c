@@ -128,6 +128,7 @@ struct lsd_server {
     void *handles[M_REGISTERED];
     listener listeners[M_COUNT][LISTENERS_PER_METHOD];
     atomic_bool draining;
+    char drain_msg[512];       /* why new calls get UNAVAILABLE (set before draining) */
     atomic_bool shutting_down;
     pthread_mutex_t mu;         /* watchers */
     call *watchers;
@@ -557,7 +558,7 @@ static void handle_generate(call *c, const grpc_slice *req) {
         snprintf(msg, sizeof msg, "queue full: %d waiting, raise --max-queue (or retry later)", waiting);
         finish(c, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
     } else {
-        finish(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+        finish(c, GRPC_STATUS_UNAVAILABLE, srv->drain_msg);
     }
 }
 
@@ -598,7 +599,7 @@ static void handle_health(call *c, const grpc_slice *req) {
     }
     pthread_mutex_unlock(&srv->mu);
     push_health(c, status);
-    if (shutting) finish(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+    if (shutting) finish(c, GRPC_STATUS_UNAVAILABLE, srv->drain_msg);
 }
 
 static void dispatch(call *c) {
@@ -615,7 +616,7 @@ static void dispatch(call *c) {
     }
     bool health = c->method == M_HEALTH_CHECK || c->method == M_HEALTH_WATCH;
     if (!health && atomic_load(&srv->draining)) {
-        finish(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+        finish(c, GRPC_STATUS_UNAVAILABLE, srv->drain_msg);
         return;
     }
     /* health is exempt from auth so load balancers and probes work without the token */
@@ -740,6 +741,7 @@ int lsd_server_start(const lsd_server_opts *o, lsd_server **out, char *bound, si
     srv->o = *o;
     pthread_mutex_init(&srv->mu, NULL);
     atomic_init(&srv->draining, false);
+    snprintf(srv->drain_msg, sizeof srv->drain_msg, "server is shutting down");
     atomic_init(&srv->shutting_down, false);
     if (o->auth_token) {
         srv->auth_token = strdup(o->auth_token);
@@ -825,7 +827,12 @@ int lsd_server_start(const lsd_server_opts *o, lsd_server **out, char *bound, si
     return 0;
 }
 
-void lsd_server_begin_drain(lsd_server *srv) {
+void lsd_server_begin_drain(lsd_server *srv) { lsd_server_begin_drain_reason(srv, NULL); }
+
+void lsd_server_begin_drain_reason(lsd_server *srv, const char *reason) {
+    pthread_mutex_lock(&srv->mu);
+    if (reason && !atomic_load(&srv->draining)) snprintf(srv->drain_msg, sizeof srv->drain_msg, "%s", reason);
+    pthread_mutex_unlock(&srv->mu);
     if (atomic_exchange(&srv->draining, true)) return;
     pthread_mutex_lock(&srv->mu);
     for (call *c = srv->watchers; c; c = c->watch_next)
@@ -838,7 +845,7 @@ void lsd_server_shutdown(lsd_server *srv, double grace_s) {
     atomic_store(&srv->shutting_down, true);
     /* health watches never end by themselves: close them so they do not hold the shutdown */
     pthread_mutex_lock(&srv->mu);
-    for (call *c = srv->watchers; c; c = c->watch_next) finish(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+    for (call *c = srv->watchers; c; c = c->watch_next) finish(c, GRPC_STATUS_UNAVAILABLE, srv->drain_msg);
     pthread_mutex_unlock(&srv->mu);
 
     grpc_completion_queue *sq = grpc_completion_queue_create_for_pluck(NULL);

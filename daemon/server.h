@@ -37,6 +37,8 @@ int lsd_server_start(const lsd_server_opts *o, lsd_server **out, char *bound, si
 /* health NOT_SERVING, new calls UNAVAILABLE "server is shutting down";
  * running generations go on */
 void lsd_server_begin_drain(lsd_server *s);
+/* the same, new calls get UNAVAILABLE with reason (a lost pipeline stage) */
+void lsd_server_begin_drain_reason(lsd_server *s, const char *reason);
 /* stop accepting calls, end health watches, give in-flight calls grace_s
  * to finish, then cancel the rest; returns when every call is gone */
 void lsd_server_shutdown(lsd_server *s, double grace_s);

@@ -152,6 +152,11 @@ static grpc_status_code fill_params(lsd_service *sv, const Layerskip__V1__Genera
         return fail(msg, msg_len, "exit_layer %d is out of range [1, %d] (this model has %d layers; 0 = the daemon's "
                     "default %d)", r->exit_layer, L - 1, L, sv->default_exit_layer);
     p->exit_layer = r->exit_layer ? r->exit_layer : sv->default_exit_layer;
+    if (sv->pipeline_exit_layer > 0 && p->strategy != LS_STRATEGY_AUTOREGRESSIVE &&
+        p->exit_layer != sv->pipeline_exit_layer)
+        return fail(msg, msg_len, "exit_layer %d: this daemon runs an MPI pipeline whose drafter stage is layers "
+                    "0-%d, so early exit happens after layer %d: use exit_layer %d (or 0 for the default)",
+                    p->exit_layer, sv->pipeline_exit_layer, sv->pipeline_exit_layer, sv->pipeline_exit_layer);
     if (r->num_speculations != 0 && (r->num_speculations < 1 || r->num_speculations > LS_MAX_SPECULATIONS))
         return fail(msg, msg_len, "num_speculations %d is out of range [1, %d] (0 = the daemon's default %d)",
                     r->num_speculations, LS_MAX_SPECULATIONS, sv->default_num_speculations);
@@ -407,7 +412,8 @@ grpc_status_code lsd_service_model_info(const lsd_service *sv, const uint8_t *re
     Layerskip__V1__ModelInfo m = LAYERSKIP__V1__MODEL_INFO__INIT;
     Layerskip__V1__IntRange er = LAYERSKIP__V1__INT_RANGE__INIT, kr = LAYERSKIP__V1__INT_RANGE__INIT,
                             mr = LAYERSKIP__V1__INT_RANGE__INIT;
-    Layerskip__V1__Stage stage = LAYERSKIP__V1__STAGE__INIT, *stages[1] = {&stage};
+    Layerskip__V1__Stage stage = LAYERSKIP__V1__STAGE__INIT, *stages[65] = {&stage};
+    Layerskip__V1__Stage pstages[64];
     char *strategies[3] = {(char *)ls_strategy_name(LS_STRATEGY_AUTOREGRESSIVE),
                            (char *)ls_strategy_name(LS_STRATEGY_EARLY_EXIT),
                            (char *)ls_strategy_name(LS_STRATEGY_SELF_SPECULATIVE)};
@@ -448,6 +454,18 @@ grpc_status_code lsd_service_model_info(const lsd_service *sv, const uint8_t *re
     stage.host = host;
     m.n_stages = 1;
     m.stages = stages;
+    for (int i = 0; i < sv->n_stages && i < 64; i++) {
+        const lsd_stage_info *si = &sv->stages[i];
+        layerskip__v1__stage__init(&pstages[i]);
+        pstages[i].rank = si->rank;
+        pstages[i].first_layer = si->first_layer;
+        pstages[i].last_layer = si->last_layer;
+        pstages[i].embedding = si->embedding;
+        pstages[i].head = si->head;
+        pstages[i].host = (char *)si->host; /* hostnames are ASCII (checked when received) */
+        stages[i] = &pstages[i];
+        m.n_stages = (size_t)i + 1;
+    }
     m.max_sessions = sv->max_sessions;
     m.max_queue = sv->max_queue;
     m.version = LSD_VERSION;

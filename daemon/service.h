@@ -15,6 +15,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* one pipeline stage as GetModelInfo reports it */
+typedef struct lsd_stage_info {
+    int rank, first_layer, last_layer;
+    bool embedding, head;
+    char host[64];
+} lsd_stage_info;
+
 typedef struct lsd_service {
     const ls_model *model;
     const char *model_path;
@@ -25,6 +32,11 @@ typedef struct lsd_service {
     int default_num_speculations;
     float draft_min_p;
     int max_sessions, max_queue;
+    /* MPI pipeline (n_stages > 0): its stages, and the drafter stage's end,
+     * which early_exit / self_speculative requests must use as exit_layer */
+    const lsd_stage_info *stages;
+    int n_stages;
+    int pipeline_exit_layer;
     atomic_uint_fast64_t next_request; /* for generated request ids */
 } lsd_service;
 

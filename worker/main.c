@@ -1,9 +1,11 @@
 /* layerskip-worker: a verifier stage of the MPI pipeline (ranks 1..N-1).
  * Everything it needs (model path, layer split, limits) comes from rank 0;
  * the options below only override or double-check it. Exits 0 when rank 0
- * shuts the pipeline down, 1 when a link breaks. */
+ * shuts the pipeline down, 1 when a link breaks. Ignores SIGTERM (see
+ * main); SIGINT and SIGKILL end it. */
 #include "pipeline.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +46,12 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
+    /* mpirun answers SIGTERM (or a dead rank) by sending SIGTERM to every
+     * rank, then SIGKILL odls_base_sigkill_timeout seconds later. A worker
+     * outlives the SIGTERM so rank 0 (layerskipd) can drain its requests
+     * through the pipeline and then send SHUTDOWN; the SIGKILL still ends it
+     * when rank 0 is gone. */
+    signal(SIGTERM, SIG_IGN);
     int provided = 0;
     if (MPI_Init_thread(&argc, &argv, MPI_THREAD_SERIALIZED, &provided) != MPI_SUCCESS) {
         fprintf(stderr, "layerskip-worker: MPI_Init_thread failed (start it through mpirun)\n");

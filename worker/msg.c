@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 struct lsw_pending {
@@ -21,6 +22,15 @@ int64_t lsw_now_us(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void lsw_hostname(char *buf, size_t cap) {
+    if (cap == 0) return;
+    if (gethostname(buf, cap) != 0) buf[0] = 0;
+    buf[cap - 1] = 0;
+    for (char *c = buf; *c; c++)
+        if (*c <= ' ' || *c > '~') *c = '?';
+    if (!buf[0]) snprintf(buf, cap, "localhost");
 }
 
 const char *lsw_msg_type_name(int type) {
@@ -87,7 +97,11 @@ ls_status lsw_msg_decode(const void *buf, size_t len, int tag, const lsw_limits 
     case LSW_MSG_HELLO:
         if (plen != sizeof(lsw_hello_msg)) return bad(err, h->type, "wrong size");
         memcpy(&out->hello, payload, sizeof out->hello);
-        if (!str_terminated(out->hello.msg, sizeof out->hello.msg)) return bad(err, h->type, "unterminated text");
+        if (!str_terminated(out->hello.msg, sizeof out->hello.msg) ||
+            !str_terminated(out->hello.host, sizeof out->hello.host))
+            return bad(err, h->type, "unterminated text");
+        for (const char *c = out->hello.host; *c; c++)
+            if (*c <= ' ' || *c > '~') return bad(err, h->type, "host name is not printable ASCII");
         return LS_OK;
     case LSW_MSG_START:
         if (plen != sizeof(lsw_start_msg)) return bad(err, h->type, "wrong size");

@@ -74,6 +74,7 @@ typedef struct lsw_hello_msg {
     int32_t status;        /* ls_status of the worker's setup */
     int32_t pid;
     uint64_t fingerprint;
+    char host[64];         /* gethostname, printable ASCII */
     char msg[512];         /* why setup failed */
 } lsw_hello_msg;
 
@@ -159,6 +160,9 @@ ls_status lsw_send_shutdown(lsw_net *net, int dest, ls_err *err);
 static inline bool lsw_chunk_rejected(int32_t n_drafts, int32_t assumed_next, int32_t accepted, int32_t next) {
     return accepted < n_drafts || next != assumed_next;
 }
+
+/* this host's name, printable ASCII only (others become '?'), never empty */
+void lsw_hostname(char *buf, size_t cap);
 
 /* microseconds of the wall clock (comparable between ranks of one host) */
 int64_t lsw_now_us(void);

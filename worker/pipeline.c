@@ -19,7 +19,9 @@
 #include "trace.h"
 #include "layerskip/tokenizer.h"
 
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -65,6 +67,7 @@ struct lsw_pipeline {
     lsw_trace trace;
     lsw_slot *slots;      /* (max_slots) */
     int pids[LSW_MAX_STAGES];
+    char hosts[LSW_MAX_STAGES][64];
     double heard[LSW_MAX_STAGES];     /* MPI_Wtime of the last message from each rank (under netlock) */
     double ping_sent[LSW_MAX_STAGES]; /* > 0: a ping is outstanding since then */
     int32_t ping_seq;
@@ -88,6 +91,10 @@ const lsw_layout *lsw_pipeline_layout(const lsw_pipeline *pl) { return &pl->layo
 const ls_model *lsw_pipeline_model(const lsw_pipeline *pl) { return pl->model; }
 int lsw_pipeline_worker_pid(const lsw_pipeline *pl, int rank) {
     return rank > 0 && rank < pl->size ? pl->pids[rank] : -1;
+}
+
+const char *lsw_pipeline_worker_host(const lsw_pipeline *pl, int rank) {
+    return rank > 0 && rank < pl->size ? pl->hosts[rank] : "";
 }
 
 bool lsw_pipeline_broken(const lsw_pipeline *pl, const char **why) {
@@ -333,6 +340,7 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
         hello[m.source] = true;
         answered++;
         pl->pids[m.source] = m.hello.pid;
+        snprintf(pl->hosts[m.source], sizeof pl->hosts[m.source], "%s", m.hello.host);
         char who[96];
         lsw_stage_name(&pl->net, m.source, who, sizeof who);
         ls_status ws = LS_OK;
@@ -439,6 +447,21 @@ ls_status lsw_pipeline_check(lsw_pipeline *pl, double interval_s, ls_err *err) {
     }
     pthread_mutex_unlock(&pl->netlock);
     return st;
+}
+
+bool lsw_pipeline_probe(lsw_pipeline *pl) {
+    char me[64];
+    lsw_hostname(me, sizeof me);
+    for (int r = 1; r < pl->size && !atomic_load(&pl->broken); r++) {
+        if (strcmp(pl->hosts[r], me) != 0 || pl->pids[r] <= 0) continue;
+        if (kill(pl->pids[r], 0) == 0 || errno != ESRCH) continue;
+        char who[96];
+        lsw_stage_name(&pl->net, r, who, sizeof who);
+        ls_err err;
+        fail(pl, ls_err_set(&err, LS_ERR_IO, "%s is gone (its process %d exited); restart the job", who,
+                            pl->pids[r]), &err);
+    }
+    return atomic_load(&pl->broken);
 }
 
 /* ------------------------------------------------------------ generation */

@@ -55,6 +55,12 @@ const lsw_layout *lsw_pipeline_layout(const lsw_pipeline *pl);
 const ls_model *lsw_pipeline_model(const lsw_pipeline *pl);
 /* process id of a worker rank as it reported it (same host: for tools and tests) */
 int lsw_pipeline_worker_pid(const lsw_pipeline *pl, int rank);
+/* the host name a worker rank reported */
+const char *lsw_pipeline_worker_host(const lsw_pipeline *pl, int rank);
+/* Workers on this host whose process no longer exists break the pipeline,
+ * naming the stage (for a signal from mpirun, which stops the job when a
+ * rank dies). True when the pipeline is broken (now or before). */
+bool lsw_pipeline_probe(lsw_pipeline *pl);
 /* true after a stage failed or timed out; the message says which */
 bool lsw_pipeline_broken(const lsw_pipeline *pl, const char **why);
 

@@ -29,7 +29,8 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, binary, model, args=(), metrics=False, tmpdir=None, startup_s=120):
+    def __init__(self, binary, model, args=(), metrics=False, tmpdir=None, startup_s=120, prefix=(), suffix=()):
+        """prefix/suffix wrap the command: mpirun ... -np 1 [layerskipd ...] : -np N layerskip-worker"""
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
         self.port = free_port()
@@ -40,6 +41,7 @@ class Daemon:
         cmd = [binary, "--model", model, "--listen", self.addr, "--log-level", "debug"] + list(args)
         if metrics:
             cmd += ["--metrics-listen", "127.0.0.1:%d" % self.metrics_port]
+        cmd = list(prefix) + cmd + list(suffix)
         self.cmd = cmd
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
