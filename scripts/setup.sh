@@ -81,19 +81,28 @@ echo "== building (build/)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build
 
-echo "== serving the default model: layerskipd, then layerskip generate, then stop"
+echo "== serving the default model through a 2-rank MPI pipeline:"
+echo "   rank 0 layerskipd (embedding, layers 0-8, LM head: drafts), rank 1 layerskip-worker (layers 8-30: verifies)"
 sock_dir=$(mktemp -d)
-./build/daemon/layerskipd --model "$MODEL" --listen "unix:$sock_dir/layerskipd.sock" --log-level warn &
-daemon_pid=$!
-trap 'kill "$daemon_pid" 2>/dev/null; rm -rf "$sock_dir"' EXIT
+mpi_flags=(--oversubscribe --bind-to none)
+[ "$(id -u)" = 0 ] && mpi_flags+=(--allow-run-as-root)
+mpirun "${mpi_flags[@]}" \
+  -np 1 ./build/daemon/layerskipd --model "$MODEL" --listen "unix:$sock_dir/layerskipd.sock" \
+        --threads 1 --exit-layer 8 --log-level warn \
+  : -np 1 ./build/worker/layerskip-worker &
+mpirun_pid=$!
+trap 'kill "$mpirun_pid" 2>/dev/null; rm -rf "$sock_dir"' EXIT
 for _ in $(seq 300); do
   ./build/client/layerskip health --server "unix:$sock_dir/layerskipd.sock" --timeout 1 >/dev/null 2>&1 && break
-  kill -0 "$daemon_pid" 2>/dev/null || { echo "error: layerskipd exited during startup" >&2; exit 1; }
+  kill -0 "$mpirun_pid" 2>/dev/null || { echo "error: the pipeline exited during startup" >&2; exit 1; }
   sleep 0.2
 done
+./build/client/layerskip info --server "unix:$sock_dir/layerskipd.sock" | grep '^stage'
 ./build/client/layerskip generate --server "unix:$sock_dir/layerskipd.sock" --max-steps 48 \
+  --generation-strategy self_speculative --num-speculations 3 \
   "The three most useful things to know about the C programming language are"
-kill -TERM "$daemon_pid"
-wait "$daemon_pid" || { echo "error: layerskipd did not exit cleanly" >&2; exit 1; }
+# the clean stop: SIGTERM to layerskipd (rank 0) drains, stops the worker, and mpirun exits 0
+kill -TERM "$(pgrep -P "$mpirun_pid" -x layerskipd)"
+wait "$mpirun_pid" || { echo "error: the pipeline did not exit cleanly" >&2; exit 1; }
 trap - EXIT
 rm -rf "$sock_dir"
