@@ -164,6 +164,10 @@ static inline bool lsw_chunk_rejected(int32_t n_drafts, int32_t assumed_next, in
 /* this host's name, printable ASCII only (others become '?'), never empty */
 void lsw_hostname(char *buf, size_t cap);
 
+/* Short sleeps of the polling loops must be short: the default timer slack
+ * (50 us) would add that much latency to every hop. Per thread. */
+void lsw_precise_sleeps(void);
+
 /* microseconds of the wall clock (comparable between ranks of one host) */
 int64_t lsw_now_us(void);
 

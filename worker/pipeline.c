@@ -829,6 +829,7 @@ ls_status lsw_generate(lsw_pipeline *pl, int slot, const int32_t *prompt, int n_
                           p->num_speculations, p->num_speculations + 1, pl->opt.max_batch);
 
     if (atomic_load(&pl->broken)) return broken_err(pl, err);
+    lsw_precise_sleeps(); /* this thread polls for verdicts */
     lsw_slot *sl = &pl->slots[slot];
     pthread_mutex_lock(&pl->netlock);
     if (sl->busy) {

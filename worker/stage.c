@@ -370,6 +370,7 @@ ls_status lsw_worker_run(MPI_Comm comm, const lsw_worker_options *o, ls_err *err
     if (!o) o = &none;
     lsw_net net;
     lsw_net_init(&net, comm, 10);
+    lsw_precise_sleeps();
     if (net.rank == 0) {
         lsw_net_free(&net);
         return ls_err_set(err, LS_ERR_INVALID, "layerskip-worker runs on ranks 1..N-1; rank 0 is the daemon "
