@@ -102,8 +102,8 @@ def main():
             for p in prompts:
                 r = stub.Generate(req(p, strategy), timeout=600)
                 toks += r.stats.generated_tokens
-                drafted += r.stats.drafted_tokens
-                accepted += r.stats.accepted_tokens
+                drafted += r.stats.drafted
+                accepted += r.stats.accepted
             return toks / (time.perf_counter() - t0), drafted, accepted
 
         cases = [("pipeline", "self_speculative"), ("pipeline", "autoregressive"),

@@ -521,11 +521,16 @@ static ls_status progress(gen_run *g, ls_err *err) {
     return st;
 }
 
-/* prompt tokens [0, n) through layers [0, E), sent as prefill chunks */
+/* prompt tokens [0, n) through layers [0, E), sent as prefill chunks of
+ * about a quarter of the prompt (at least 8 positions, at most max_batch),
+ * so the next stage starts on the first while this one runs the rest */
 static ls_status prefill(gen_run *g, const int32_t *prompt, int n, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     lsw_slot *sl = g->slot;
-    const int B = pl->opt.max_batch, E = lsw_layout_exit_layer(&pl->layout);
+    const int E = lsw_layout_exit_layer(&pl->layout);
+    int B = (n + 3) / 4;
+    if (B < 8) B = 8;
+    if (B > pl->opt.max_batch) B = pl->opt.max_batch;
     for (int done = 0; done < n;) {
         int nb = n - done < B ? n - done : B;
         int64_t t0 = lsw_now_us();
@@ -639,6 +644,24 @@ typedef struct flight {
     int32_t tokens[LS_MAX_SPECULATIONS + 1];
 } flight;
 
+/* Has the verdict on the oldest chunk in flight arrived, and does it reject
+ * (so the chunk being drafted is already stale)? Looked at between draft
+ * positions, so the drafter stops wasting work as soon as it can. */
+static bool oldest_rejected(gen_run *g, const flight *f) {
+    lsw_pipeline *pl = g->pl;
+    lsw_slot *sl = g->slot;
+    bool rejected = false;
+    pthread_mutex_lock(&pl->netlock);
+    for (int i = 0; i < sl->box_n && !rejected; i++) {
+        const mail *ml = &sl->box[(sl->box_head + i) % sl->box_cap];
+        if (ml->h.type == LSW_MSG_ERROR) rejected = true;
+        else if (ml->h.generation == sl->generation && ml->h.first_pos == f->p)
+            rejected = lsw_chunk_rejected(f->m, f->assumed, ml->h.accepted, ml->h.next);
+    }
+    pthread_mutex_unlock(&pl->netlock);
+    return rejected;
+}
+
 static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_prompt, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     const ls_gen_params *p = g->p;
@@ -678,6 +701,7 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
             hist[d_pos] = d_tok;
             int64_t s0 = lsw_now_us();
             int m = 0;
+            bool abandoned = false;
             for (;; m++) {
                 float *hm = sl->h + (size_t)m * D;
                 st = ls_embed(sl->ctx, &f->tokens[m], 1, hm, err);
@@ -687,6 +711,10 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
                  * sent before until this one is drafted, and would idle */
                 if (st == LS_OK) st = progress(g, err);
                 if (st != LS_OK) break;
+                if (fl_n > 0 && oldest_rejected(g, &fl[fl_head])) { /* this chunk is stale already */
+                    abandoned = true;
+                    break;
+                }
                 if (m > 0 && !p->ignore_eog && ls_tokenizer_is_eog(pl->tok, f->tokens[m])) break;
                 if (m == m_max && !cont) break;
                 st = ls_exit_head(sl->ctx, hm, 1, sl->logits, err);
@@ -702,17 +730,22 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
                 hist[d_pos + 1 + m] = t;
             }
             if (st != LS_OK) break;
-            f->m = m;
-            const uint32_t flags = LSW_CHUNK_SPECULATIVE | (sampling ? LSW_CHUNK_EXIT : 0);
-            st = send_chunk(g, d_pos, m + 1, flags, f->assumed, f->tokens, err);
-            if (st != LS_OK) break;
-            lsw_trace_span(&pl->trace, "draft", g->slot_id, g->slot->generation, d_pos, m + 1, s0, lsw_now_us());
-            fl_n++;
-            assumed += m + 1;
-            d_pos += m + 1;
-            d_tok = f->assumed;
-            if (d_tok < 0) d_stop = true;
-            else if (d_pos < n_ctx + LS_MAX_SPECULATIONS) hist[d_pos] = d_tok;
+            if (abandoned) {
+                /* not sent; the rejection below rolls the cache back past it */
+                lsw_trace_span(&pl->trace, "abandon", g->slot_id, sl->generation, d_pos, m + 1, s0, lsw_now_us());
+            } else {
+                f->m = m;
+                const uint32_t flags = LSW_CHUNK_SPECULATIVE | (sampling ? LSW_CHUNK_EXIT : 0);
+                st = send_chunk(g, d_pos, m + 1, flags, f->assumed, f->tokens, err);
+                if (st != LS_OK) break;
+                lsw_trace_span(&pl->trace, "draft", g->slot_id, g->slot->generation, d_pos, m + 1, s0, lsw_now_us());
+                fl_n++;
+                assumed += m + 1;
+                d_pos += m + 1;
+                d_tok = f->assumed;
+                if (d_tok < 0) d_stop = true;
+                else if (d_pos < n_ctx + LS_MAX_SPECULATIONS) hist[d_pos] = d_tok;
+            }
         } else if (fl_n == 0) {
             /* nothing to verify and nothing more to draft: the context is full */
             stats->finish = LS_FINISH_CONTEXT;
