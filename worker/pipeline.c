@@ -64,6 +64,8 @@ struct lsw_pipeline {
     lsw_layout layout;
     lsw_net net;          /* every use under netlock (MPI_THREAD_SERIALIZED) */
     pthread_mutex_t netlock;
+    pthread_cond_t mail_cv; /* mail delivered, the poller role freed, or broken */
+    int poller;           /* the slot polling MPI for the waiting ones, -1 none (under netlock) */
     lsw_trace trace;
     lsw_slot *slots;      /* (max_slots) */
     int pids[LSW_MAX_STAGES];
@@ -116,6 +118,7 @@ static ls_status fail(lsw_pipeline *pl, ls_status st, ls_err *err) {
         atomic_store(&pl->broken, true);
     }
     pthread_mutex_unlock(&pl->faillock);
+    pthread_cond_broadcast(&pl->mail_cv);
     return st;
 }
 
@@ -192,6 +195,7 @@ void lsw_pipeline_free(lsw_pipeline *pl) {
     free(pl->slots);
     ls_model_free(pl->own_model);
     pthread_mutex_destroy(&pl->netlock);
+    pthread_cond_destroy(&pl->mail_cv);
     pthread_mutex_destroy(&pl->faillock);
     free(pl);
 }
@@ -243,6 +247,8 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
     lsw_pipeline *pl = calloc(1, sizeof *pl);
     if (!pl) return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
     pthread_mutex_init(&pl->netlock, NULL);
+    pthread_cond_init(&pl->mail_cv, NULL);
+    pl->poller = -1;
     pthread_mutex_init(&pl->faillock, NULL);
     atomic_init(&pl->broken, false);
     pl->comm = comm;
@@ -387,6 +393,7 @@ fail_local:
  * end a ping; anything else breaks the pipeline. Then push pending sends. */
 static ls_status pump(lsw_pipeline *pl, ls_err *err) {
     const int last = pl->size - 1;
+    bool delivered = false;
     for (;;) {
         lsw_msg m;
         bool got = false;
@@ -410,12 +417,14 @@ static ls_status pump(lsw_pipeline *pl, ls_err *err) {
             ml->h = m.h;
             ml->source = m.source;
             snprintf(ml->error, sizeof ml->error, "%s", m.h.type == LSW_MSG_ERROR ? m.error : "");
+            delivered = true;
             continue;
         }
         st = ls_err_set(err, LS_ERR_FORMAT, "unexpected %s message from rank %d at rank 0",
                         lsw_msg_type_name(m.h.type), m.source);
         return fail(pl, st, err);
     }
+    if (delivered) pthread_cond_broadcast(&pl->mail_cv);
     ls_status st = lsw_net_progress(&pl->net, err);
     return st == LS_OK ? st : fail(pl, st, err);
 }
@@ -547,6 +556,23 @@ static ls_status prefill(gen_run *g, const int32_t *prompt, int n, ls_err *err) 
 
 /* the next verdict of the current generation (stale ones are dropped);
  * a worker's ERROR fails the request */
+/* the slot's next mail of its current generation (stale ones are skipped);
+ * caller holds netlock */
+static bool pop_mail(lsw_slot *sl, mail *ml) {
+    while (sl->box_n > 0) {
+        *ml = sl->box[sl->box_head];
+        sl->box_head = (sl->box_head + 1) % sl->box_cap;
+        sl->box_n--;
+        if (ml->h.generation == sl->generation || ml->h.type == LSW_MSG_ERROR) return true;
+    }
+    return false;
+}
+
+/* The next verdict of the slot's current generation; a worker's ERROR fails
+ * the request. Waiting slots do not all poll MPI: one of them at a time is
+ * the poller (naps between polls and delivers every slot's mail), the
+ * others sleep on mail_cv until the poller (or a drafting slot's pump)
+ * delivers theirs, and take the role over when it is free. */
 static ls_status next_verdict(gen_run *g, bool block, lsw_msg *m, bool *got, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     lsw_slot *sl = g->slot;
@@ -554,47 +580,57 @@ static ls_status next_verdict(gen_run *g, bool block, lsw_msg *m, bool *got, ls_
     const int64_t t0 = lsw_now_us();
     const double w0 = MPI_Wtime();
     *got = false;
+    mail ml;
+    bool have = false;
+    ls_status st = LS_OK;
+    pthread_mutex_lock(&pl->netlock);
     for (;;) {
-        if (atomic_load(&pl->broken)) return broken_err(pl, err);
-        pthread_mutex_lock(&pl->netlock);
-        ls_status st = pump(pl, err);
-        mail ml;
-        bool have = false;
-        while (st == LS_OK && sl->box_n > 0 && !have) {
-            ml = sl->box[sl->box_head];
-            sl->box_head = (sl->box_head + 1) % sl->box_cap;
-            sl->box_n--;
-            have = ml.h.generation == sl->generation || ml.h.type == LSW_MSG_ERROR;
+        if (atomic_load(&pl->broken)) { st = broken_err(pl, err); break; }
+        if ((have = pop_mail(sl, &ml))) break;
+        if (!block || pl->poller < 0 || pl->poller == g->slot_id) {
+            if (block) pl->poller = g->slot_id;
+            if ((st = pump(pl, err)) != LS_OK) break;
+            if ((have = pop_mail(sl, &ml)) || !block) break;
         }
-        const double heard = pl->heard[last];
-        pthread_mutex_unlock(&pl->netlock);
-        if (st != LS_OK) return st;
-        if (have) {
-            if (ml.h.type == LSW_MSG_ERROR) {
-                char who[96];
-                lsw_stage_name(&pl->net, ml.source, who, sizeof who);
-                return ls_err_set(err, LS_ERR_IO, "%s: %s", who, ml.error);
-            }
-            m->source = ml.source;
-            m->h = ml.h;
-            *got = true;
-            if (block) lsw_trace_span(&pl->trace, "wait", g->slot_id, sl->generation, m->h.first_pos, 0, t0,
-                                      lsw_now_us());
-            return LS_OK;
-        }
-        if (!block) return LS_OK;
         /* the last stage may be busy with other slots' chunks: only its
          * silence for timeout_s counts */
-        const double since = heard > w0 ? heard : w0;
+        const double heard = pl->heard[last], since = heard > w0 ? heard : w0;
         if (MPI_Wtime() - since > pl->opt.timeout_s) {
             char who[96];
             lsw_stage_name(&pl->net, last, who, sizeof who);
-            st = ls_err_set(err, LS_ERR_IO, "%s did not answer within %g s (waiting for the verdict on slot %d); a "
-                            "stage is stuck or dead: restart the job", who, pl->opt.timeout_s, g->slot_id);
-            return fail(pl, st, err);
+            st = fail(pl, ls_err_set(err, LS_ERR_IO, "%s did not answer within %g s (waiting for the verdict on "
+                                     "slot %d); a stage is stuck or dead: restart the job", who, pl->opt.timeout_s,
+                                     g->slot_id), err);
+            break;
         }
-        idle_wait();
+        if (pl->poller == g->slot_id) {
+            pthread_mutex_unlock(&pl->netlock);
+            idle_wait();
+            pthread_mutex_lock(&pl->netlock);
+        } else {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_nsec += 2000000; /* 2 ms: re-check the timeout and the poller role */
+            if (until.tv_nsec >= 1000000000) { until.tv_sec++; until.tv_nsec -= 1000000000; }
+            pthread_cond_timedwait(&pl->mail_cv, &pl->netlock, &until);
+        }
     }
+    if (pl->poller == g->slot_id) { /* hand the role over */
+        pl->poller = -1;
+        pthread_cond_broadcast(&pl->mail_cv);
+    }
+    pthread_mutex_unlock(&pl->netlock);
+    if (st != LS_OK || !have) return st;
+    if (ml.h.type == LSW_MSG_ERROR) {
+        char who[96];
+        lsw_stage_name(&pl->net, ml.source, who, sizeof who);
+        return ls_err_set(err, LS_ERR_IO, "%s: %s", who, ml.error);
+    }
+    m->source = ml.source;
+    m->h = ml.h;
+    *got = true;
+    if (block) lsw_trace_span(&pl->trace, "wait", g->slot_id, sl->generation, m->h.first_pos, 0, t0, lsw_now_us());
+    return LS_OK;
 }
 
 /* a rejection: later chunks of this slot are stale (under netlock, so the
