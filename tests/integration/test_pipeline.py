@@ -31,6 +31,7 @@ import time
 import unittest
 
 ARGS = None
+QUICK = False  # --quick (the sanitizer build): one prompt, one split per rank count
 REF = None  # the single-process daemon: the reference answers
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -137,7 +138,7 @@ class Base(unittest.TestCase):
         e = want[0][2]
         self.assertEqual(info.default_exit_layer, e)
         reqs = []
-        for p in PROMPTS:
+        for p in PROMPTS[:1] if QUICK else PROMPTS:
             reqs.append(self.greedy(p, "autoregressive"))
             reqs.append(self.greedy(p, "self_speculative", e, 2))
             reqs.append(self.greedy(p, "self_speculative", e, 4))
@@ -172,7 +173,7 @@ class Base(unittest.TestCase):
 
 class TestSameAnswers(Base):
     def test_2ranks_splits(self):
-        for stages in ["0-8,8-30", "0-4,4-30"]:
+        for stages in ["0-8,8-30", "0-4,4-30"][:1 if QUICK else 2]:
             d = pipeline(1, ["--stages", stages, "--max-sessions", "1"])
             try:
                 self.same_answers(d, stages)
@@ -180,7 +181,7 @@ class TestSameAnswers(Base):
                 self.assertEqual(stop(d), 0, d.log_tail())
 
     def test_3ranks_splits_concurrent(self):
-        for stages in ["0-8,8-20,20-30", "0-6,6-12,12-30"]:
+        for stages in ["0-8,8-20,20-30", "0-6,6-12,12-30"][:1 if QUICK else 2]:
             d = pipeline(2, ["--stages", stages, "--max-sessions", "4"])
             try:
                 self.same_answers(d, stages, concurrent=True)
@@ -345,14 +346,16 @@ class TestFailure(Base):
 
 
 def main():
-    global ARGS
+    global ARGS, QUICK
     ap = argparse.ArgumentParser()
     ap.add_argument("--daemon", required=True)
+    ap.add_argument("--quick", action="store_true", help="fewer prompts and splits (sanitizer builds)")
     ap.add_argument("--worker", required=True)
     ap.add_argument("--mpirun", required=True)
     ap.add_argument("--model", required=True)
     ap.add_argument("--proto-py", required=True)
     ARGS, rest = ap.parse_known_args()
+    QUICK = ARGS.quick
     sys.path.insert(0, HERE)
     sys.path.insert(0, ARGS.proto_py)
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
