@@ -27,7 +27,6 @@ import argparse
 import codecs
 import json
 import os
-import signal
 import statistics
 import sys
 import threading
@@ -172,16 +171,7 @@ def main():
         results["aggregate"] = agg
     finally:
         for d in started:
-            pids = [int(x) for x in __import__("re").findall(r"stage 0: rank 0 on \S+ \(pid (\d+)\)",
-                                                             d.log_tail(100000))]
-            if pids:  # the pipeline: SIGTERM to rank 0 is its clean stop
-                try:
-                    os.kill(pids[0], signal.SIGTERM)
-                    d.proc.wait(60)
-                except Exception:
-                    d.kill()
-            else:
-                d.stop()
+            d.stop()  # a pipeline: SIGTERM to rank 0, its clean stop
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -6,6 +6,7 @@ returns the exit status, so a test can assert a clean (ASan-clean under
 the sanitizer build) shutdown. Processes are killed on every error path.
 """
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -107,13 +108,25 @@ class Daemon:
             v = self.metric(name, labels)
         return v
 
+    def stage_pids(self):
+        """MPI pipeline: {rank: pid} from the startup log ("stage 1: rank 1 on HOST (pid N)")"""
+        return {int(r): int(p) for r, p in
+                re.findall(r"stage (\d+): rank \d+ on \S+ \(pid (\d+)\)", self.log_tail(1 << 20))}
+
     def stop(self, timeout=60):
-        """SIGTERM, wait, return the exit status (kill -9 and raise after timeout)"""
+        """SIGTERM, wait, return the exit status (kill -9 and raise after timeout).
+        A pipeline (started under mpirun) gets the SIGTERM on layerskipd, rank 0:
+        it drains, shuts the workers down and mpirun exits 0 (SIGTERM to mpirun
+        itself makes it stop every rank and exit 1)."""
         if self.channel is not None:
             self.channel.close()
             self.channel = None
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            rank0 = self.stage_pids().get(0)
+            if rank0:
+                os.kill(rank0, signal.SIGTERM)
+            else:
+                self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

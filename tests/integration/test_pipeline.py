@@ -56,11 +56,6 @@ def pipeline(n_workers, args=(), startup_s=180, mpi_args=()):
     return Daemon(ARGS.daemon, ARGS.model, COMMON + list(args), prefix=prefix, suffix=suffix, startup_s=startup_s)
 
 
-def stage_pids(d):
-    """{rank: pid} from the startup log ("stage 1: rank 1 on HOST (pid N)")"""
-    return {int(r): int(p) for r, p in re.findall(r"stage (\d+): rank \d+ on \S+ \(pid (\d+)\)", d.log_tail(100000))}
-
-
 def alive(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -78,21 +73,9 @@ def gone(pids, within=10):
 
 
 def stop(d, timeout=60):
-    """The clean stop: SIGTERM to layerskipd (rank 0), which drains, shuts
-    the workers down and finalizes MPI; then mpirun's exit status. (SIGTERM
-    to mpirun itself makes it stop every rank and exit 1.)"""
-    if d.channel is not None:
-        d.channel.close()
-        d.channel = None
-    pids = stage_pids(d)
-    if d.proc.poll() is None and 0 in pids:
-        os.kill(pids[0], signal.SIGTERM)
-    try:
-        rc = d.proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        d.kill()
-        raise AssertionError("the pipeline did not exit %d s after SIGTERM to layerskipd:\n%s" % (timeout, d.log_tail()))
-    d.log.close()
+    """the clean stop (SIGTERM to layerskipd, daemon_harness), then no rank may be left"""
+    pids = d.stage_pids()
+    rc = d.stop(timeout)
     left = gone(list(pids.values()))
     if left:
         raise AssertionError("processes left after the stop: %s" % left)
@@ -252,7 +235,7 @@ class TestTrace(Base):
 class TestFailure(Base):
     def test_worker_killed_mid_generation(self):
         d = pipeline(1, ["--exit-layer", "8", "--max-sessions", "2"])
-        pids = stage_pids(d)
+        pids = d.stage_pids()
         self.assertIn(1, pids)
         stub = self.pbg.LayerSkipStub(d.channel)
         req = self.greedy("Once upon a time,", "self_speculative", 8, 3, n=400)
@@ -278,7 +261,7 @@ class TestFailure(Base):
 
     def test_stopped_worker_idle_then_request(self):
         d = pipeline(1, ["--exit-layer", "8", "--max-sessions", "1", "--stage-timeout", "3"])
-        pids = stage_pids(d)
+        pids = d.stage_pids()
         health = self.hpbg.HealthStub(d.channel)
         watch = health.Watch(self.hpb.HealthCheckRequest(service=""), timeout=60)
         self.assertEqual(next(watch).status, self.hpb.HealthCheckResponse.SERVING)
@@ -317,7 +300,7 @@ class TestFailure(Base):
             d.kill()
 
     def drain(self, d, to_rank0):
-        pids = stage_pids(d)
+        pids = d.stage_pids()
         stub = self.pbg.LayerSkipStub(d.channel)
         req = self.greedy("Once upon a time,", "self_speculative", 8, 3, n=40)
         it = stub.GenerateStream(req, timeout=120)
