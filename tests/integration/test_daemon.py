@@ -11,10 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
+
+from scratch import install_signal_cleanup, scratch_dir
 
 ARGS = None
 MAIN = None  # the shared daemon
@@ -358,7 +359,7 @@ class TestOtherDaemons(Base):
 
     def test_auth_and_tls(self):
         from daemon_harness import Daemon
-        tmp = tempfile.mkdtemp(prefix="lsd-tls-")
+        tmp = scratch_dir("tls")
         key, crt = os.path.join(tmp, "key.pem"), os.path.join(tmp, "cert.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt,
                         "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
@@ -449,6 +450,7 @@ def main():
     ARGS, rest = ap.parse_known_args()
     sys.path.insert(0, HERE)
     sys.path.insert(0, ARGS.proto_py)
+    install_signal_cleanup()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 

@@ -25,10 +25,11 @@ import re
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
+
+from scratch import install_signal_cleanup, scratch_dir
 
 ARGS = None
 QUICK = False  # --quick (the sanitizer build): one prompt, one split per rank count
@@ -202,7 +203,7 @@ class TestSameAnswers(Base):
         ]
         for args, words in cases:
             cmd = [ARGS.mpirun] + MPI_FLAGS + ["-np", "1", ARGS.daemon, "--model", ARGS.model,
-                                               "--listen", "unix:" + tempfile.mktemp()] + COMMON + args + \
+                                               "--listen", "unix:" + os.path.join(scratch_dir("test"), "s.sock")] + COMMON + args + \
                 [":", "-np", "1", ARGS.worker]
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
             self.assertNotEqual(p.returncode, 0, args)
@@ -211,7 +212,7 @@ class TestSameAnswers(Base):
 
 class TestTrace(Base):
     def test_drafting_overlaps_verification(self):
-        tmp = tempfile.mkdtemp(prefix="lsd-trace-")
+        tmp = scratch_dir("trace")
         prefix = os.path.join(tmp, "t")
         d = pipeline(1, ["--exit-layer", "8", "--max-sessions", "1", "--trace", prefix])
         try:
@@ -341,6 +342,7 @@ def main():
     QUICK = ARGS.quick
     sys.path.insert(0, HERE)
     sys.path.insert(0, ARGS.proto_py)
+    install_signal_cleanup()
     unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
 
 
