@@ -72,8 +72,8 @@ static const lsd_option lsd_options[] = {
     {"num-speculations", "K", LSD_OPT_INT, F(num_speculations), NULL, 4, 1, 32, false, false, false,
      NULL, "tokens drafted per self-speculative round", NULL},
     {"draft-min-p", "P", LSD_OPT_FLOAT, F(draft_min_p), NULL, 0.95, 0, 1, false, false, false, NULL,
-     "greedy self-speculation stops a draft round early when the draft's top probability falls "
-     "below P (0 = always draft K tokens)", NULL},
+     "self-speculation (greedy or sampled) stops a draft round early when the draft's top "
+     "probability falls below P (0 = always draft K tokens)", NULL},
     {"tls-cert", "FILE", LSD_OPT_STR, F(tls_cert), "", 0, 0, 0, false, false, false, NULL,
      "PEM certificate chain; with --tls-key the gRPC port serves TLS; empty = plaintext", NULL},
     {"tls-key", "FILE", LSD_OPT_STR, F(tls_key), "", 0, 0, 0, false, false, false, NULL,

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # check_layering.sh SOURCE_DIR LAYERSKIP_BIN: the dependency rule of
-# ARCHITECTURE.md. engine/ never sees MPI, gRPC or protobuf; client/ talks
+# docs/ARCHITECTURE.md. engine/ never sees MPI, gRPC or protobuf; client/ talks
 # gRPC only (no engine headers, and the built client holds no engine code).
 set -u
 src=$1 client_bin=$2

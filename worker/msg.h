@@ -1,4 +1,4 @@
-/* msg.h: the messages between pipeline stages (ARCHITECTURE.md "Wire between
+/* msg.h: the messages between pipeline stages (docs/ARCHITECTURE.md "Wire between
  * stages"). Every message is a header {type, slot, generation, first_pos,
  * count, ...} and a payload; the MPI tag is the type. Each type has its own
  * send helper taking that type's fields, so a wrong size or type cannot
@@ -104,7 +104,7 @@ typedef struct lsw_msg {
 } lsw_msg;
 
 /* Decode buf[0..len) received with MPI tag `tag`; lim NULL before CONFIG
- * (then only CONFIG, CLOSE and SHUTDOWN are valid). Pure: no MPI. */
+ * (then only CONFIG, HELLO, CLOSE and SHUTDOWN are valid). Pure: no MPI. */
 ls_status lsw_msg_decode(const void *buf, size_t len, int tag, const lsw_limits *lim, lsw_msg *out, ls_err *err);
 
 /* ---- transport ---- */

@@ -15,7 +15,7 @@
  *
  * A stage that stops answering for timeout_s makes the call fail with a
  * message naming it, and the pipeline is then broken: every later call fails
- * at once (the daemon should report UNAVAILABLE and exit, ARCHITECTURE.md
+ * at once (the daemon should report UNAVAILABLE and exit, docs/ARCHITECTURE.md
  * "Failure model"). Requests on different slots run concurrently (one
  * thread each: every slot has its own compute context and KV caches; the
  * link is shared under a lock, and each stage serves the chunks of all

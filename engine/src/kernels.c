@@ -423,7 +423,7 @@ void ls_matmul_sgemm(ls_pool *pool, const ls_weight *w, const float *x, int64_t 
  *    thread, 461 vs 396 on two); float multi-row (~40-60 GFLOP/s) loses from
  *    32 (F16/BF16) or 16 (F32) rows.
  *  - AVX-512 sgemm ("SkylakeX", "Cooperlake", "SapphireRapids"; 135-170
- *    GFLOP/s a core on a Xeon per MACHINE_NOTES): from 32 / 16 / 8 rows.
+ *    GFLOP/s a core measured on a Xeon): from 32 / 16 / 8 rows.
  *  - other OpenBLAS kernels are generic and slow: multi-row only.
  *  - portable (scalar) builds: our kernels are the slow ones: sgemm from 8 / 4. */
 typedef struct sgemm_limits {

@@ -1,4 +1,4 @@
-/* speculative.c: self-speculative decoding (LayerSkip, LAYERSKIP.md). Layers
+/* speculative.c: self-speculative decoding (LayerSkip, docs/LAYERSKIP.md). Layers
  * [0, E) + the exit head draft up to k tokens one at a time; layers [E, L)
  * then verify all of them in one ls_forward call over the kept exit states
  * (the output of layer E-1), and the cache is cut back to what was accepted.

@@ -5,7 +5,7 @@
  * thread pool; one per thread of control) over an ls_kv (one sequence's KV
  * cache for a range of layers, indexed by position; rollback = truncate).
  *
- * The two primitives everything is built from (ARCHITECTURE.md):
+ * The two primitives everything is built from (docs/ARCHITECTURE.md):
  *   ls_forward(layers [l0, l1), positions pos..pos+n-1): hidden -> hidden
  *   ls_exit_head(hidden) -> logits: final norm + LM head on any layer's output
  * Prefill, decoding, early-exit drafting, verification and pipeline stages

@@ -1,7 +1,7 @@
 /* generate.h: generation loops built on the two primitives (ls_forward and
  * ls_exit_head): prompt processing in batches, then one token at a time
  * (autoregressive), from an early exit (early_exit), or drafted by the first
- * layers and verified by the rest (self_speculative, LAYERSKIP.md). */
+ * layers and verified by the rest (self_speculative, docs/LAYERSKIP.md). */
 #ifndef LS_GENERATE_H
 #define LS_GENERATE_H
 

@@ -1,4 +1,4 @@
-"""The LayerSkip training recipe (Elhoushi et al. 2024, section 4.1; shared/
+"""The LayerSkip training recipe (Elhoushi et al. 2024, section 4.1; docs/
 LAYERSKIP.md 'Training recipe'): layer dropout rates, early-exit loss weights
 and the curricula that choose which exits count at a step.
 
