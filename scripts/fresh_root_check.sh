@@ -52,6 +52,17 @@ deb $mirror bookworm-updates main
 deb ${mirror%/debian}/debian-security bookworm-security main
 EOF
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The network this machine sits behind, not the project: local CA certificates
+# (a TLS-inspecting egress proxy) and pip's settings go in as they are here, so
+# a machine of this network is what the root imitates. ca-certificates, which
+# setup.sh installs, adds the local certificates to the bundle.
+if [ -d /usr/local/share/ca-certificates ]; then
+  mkdir -p "$root/usr/local/share/ca-certificates"
+  cp -r /usr/local/share/ca-certificates/. "$root/usr/local/share/ca-certificates/"
+fi
+[ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
+mkdir -p "$root/etc/ssl/certs"
+[ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
 mount -t proc proc "$root/proc"; mounted+=("$root/proc")
 mount -t sysfs sys "$root/sys"; mounted+=("$root/sys")
 # the host's /dev with its pts and shm (OpenMPI's shared memory), kept from
@@ -63,7 +74,9 @@ echo "== cloned $(git -C "$repo" rev-parse --short HEAD) into the root ($(( $(da
 test_env=""
 [ $quick = 1 ] && test_env="LS_SKIP_ASAN=1 LS_SKIP_FUZZ=1"
 rc=0
+bundle=/etc/ssl/certs/ca-certificates.crt
 chroot "$root" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb CI="${CI:-}" \
+  SSL_CERT_FILE=$bundle PIP_CERT=$bundle REQUESTS_CA_BUNDLE=$bundle NODE_EXTRA_CA_CERTS=$bundle \
   PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   bash -c "cd /root/layerskip && bash scripts/setup.sh && $test_env bash scripts/test.sh" || rc=$?
 echo "== fresh Debian 12 root: setup.sh + test.sh exited $rc after $(( $(date +%s) - t0 )) s"
