@@ -25,7 +25,14 @@ count_ctest() { # parse "xx% tests passed, F tests failed out of T"
 run_suite() { # name build-dir "ctest-args" cmake-args...
   local name=$1 dir=$2 ctest_args=$3; shift 3
   echo "== [$name] configure + build ($dir)"
-  if ! { cmake -S . -B "$dir" -G Ninja "$@" >/dev/null && cmake --build "$dir"; }; then
+  mkdir -p "$dir"
+  # the configure finds every tool the build and the tests run (cmake/LsTools.cmake)
+  # and stops naming the package of a missing one: a failed configure fails the run
+  if ! cmake -S . -B "$dir" -G Ninja "$@" >"$dir/configure.log" 2>&1; then
+    cat "$dir/configure.log"; echo "== [$name] CONFIGURE FAILED"; failed=$((failed + 1)); return
+  fi
+  sed -n '/Tools (cmake\/LsTools.cmake)/,/Configuring done/p' "$dir/configure.log" | grep -v 'Configuring done'
+  if ! cmake --build "$dir"; then
     echo "== [$name] BUILD FAILED"; failed=$((failed + 1)); return
   fi
   echo "== [$name] ctest $ctest_args"
