@@ -130,10 +130,11 @@ static int budget_stages(const ls_model *model, const char *text, int exit_layer
                         sizeof(uint16_t);
     for (int l = 0; l < L; l++) layer[l] = ls_model_weight_bytes(model, l, l + 1, false, false) + kv;
     const uint64_t head = ls_model_weight_bytes(model, 0, 0, false, true);
-    const uint64_t embed = ls_model_weight_bytes(model, 0, 0, true, false);
+    /* rank 0 holds the embedding and the head: one matrix when they are tied */
+    const uint64_t embed_head = ls_model_weight_bytes(model, 0, 0, true, true);
     lsw_layout lo;
     ls_status st = lsw_layout_parse_budgets(text, n_ranks, budgets, &e);
-    if (st == LS_OK) st = lsw_layout_fit(exit_layer, L, n_ranks, layer, embed + head, head, budgets, &lo, &e);
+    if (st == LS_OK) st = lsw_layout_fit(exit_layer, L, n_ranks, layer, embed_head, head, budgets, &lo, &e);
     free(layer);
     if (st != LS_OK) {
         fprintf(stderr, "layerskipd: --stages: %s\n", e.msg);
