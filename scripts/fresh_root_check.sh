@@ -7,7 +7,7 @@
 #   sudo bash scripts/fresh_root_check.sh --quick   # setup.sh, then test.sh's release stage only
 #
 # Needs root (debootstrap, chroot, mounts) and Debian's package mirror; takes
-# about 40 minutes on 2 cores (--quick: about 20). The root is made anew in
+# about 30 minutes on 2 cores (--quick: about 15). The root is made anew in
 # $LS_FRESH_ROOT (default /var/tmp/layerskip-fresh-root) from a clone of the
 # committed HEAD (uncommitted changes are not in it) and removed at the end
 # unless LS_KEEP_ROOT=1. The last lines are test.sh's, then one verdict line.
