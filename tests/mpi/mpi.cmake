@@ -9,10 +9,7 @@
 if(NOT TARGET lsw)
   return()
 endif()
-set(LSW_MPIEXEC ${MPIEXEC_EXECUTABLE})
-if(NOT LSW_MPIEXEC)
-  set(LSW_MPIEXEC mpirun)
-endif()
+set(LSW_MPIEXEC ${LS_MPIRUN}) # found by cmake/LsTools.cmake
 set(LSW_MPI_FLAGS --allow-run-as-root --oversubscribe --bind-to none)
 
 add_executable(mpi_pipeline_check ${CMAKE_CURRENT_LIST_DIR}/pipeline_check.c)
