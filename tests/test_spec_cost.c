@@ -158,7 +158,7 @@ static void test_random_model(void) {
         for (int k = 1; k <= 8; k *= 2)
             for (int mode = 0; mode < 3; mode++) { /* greedy, sampled, sampled + draft_min_p */
                 ls_gen_params gp = {.n_predict = 48, .ignore_eog = true, .strategy = LS_STRATEGY_SELF_SPECULATIVE,
-                                    .exit_layer = E, .num_speculations = k};
+                                    .exit_layer = E, .num_speculations = k, .draft_source = LS_DRAFT_EXIT};
                 ls_sampling_default(&gp.sampling);
                 if (mode > 0) {
                     gp.sampling.temperature = 1.0f;
@@ -186,7 +186,7 @@ static void test_random_model(void) {
     /* stopped mid-round by the callback: the cache is autoregressive's */
     for (int stop = 1; stop <= 20; stop += 3) {
         ls_gen_params gp = {.n_predict = 48, .ignore_eog = true, .strategy = LS_STRATEGY_SELF_SPECULATIVE,
-                            .exit_layer = 3, .num_speculations = 8};
+                            .exit_layer = 3, .num_speculations = 8, .draft_source = LS_DRAFT_EXIT};
         ls_sampling_default(&gp.sampling);
         gp.sampling.temperature = 0.8f;
         stop_after sa = {stop, 0};
@@ -267,7 +267,7 @@ static void test_eos(void) {
     int eos_runs = 0;
     for (int seed = 0; seed < 40; seed++) {
         ls_gen_params gp = {.n_predict = 64, .strategy = LS_STRATEGY_SELF_SPECULATIVE, .exit_layer = 2,
-                            .num_speculations = 6};
+                            .num_speculations = 6, .draft_source = LS_DRAFT_EXIT};
         ls_sampling_default(&gp.sampling);
         gp.sampling.temperature = 1.0f;
         gp.sampling.seed = (uint64_t)seed;
@@ -301,7 +301,7 @@ static void test_default_model(void) {
     int np = (int)ls_tokenize(ls_model_tokenizer(s.m), text, strlen(text), false, true, prompt, 64);
     REQUIRE(np > 1);
     ls_gen_params gp = {.n_predict = 40, .ignore_eog = true, .strategy = LS_STRATEGY_SELF_SPECULATIVE,
-                        .exit_layer = 15, .num_speculations = 4};
+                        .exit_layer = 15, .num_speculations = 4, .draft_source = LS_DRAFT_EXIT};
     ls_sampling_default(&gp.sampling);
     run r;
     REQUIRE(generate(&s, prompt, np, &gp, NULL, NULL, &r));

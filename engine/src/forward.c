@@ -181,13 +181,13 @@ static void rope_tables(ls_ctx *c, int pos, int n) {
     }
 }
 
-static void rope_apply(const ls_ctx *c, float *vec, int n_heads, int i) {
+static void rope_apply(const ls_ctx *c, ls_rope_kind kind, float *vec, int n_heads, int i) {
     const ls_model *m = c->m;
     const int hd = m->cfg.head_dim, half = hd / 2;
     const float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
     for (int h = 0; h < n_heads; h++) {
         float *x = vec + (size_t)h * hd;
-        if (m->cfg.rope_kind == LS_ROPE_NORM) {
+        if (kind == LS_ROPE_NORM) {
             for (int j = 0; j < half; j++) {
                 float x0 = x[2 * j], x1 = x[2 * j + 1];
                 x[2 * j] = x0 * cs[j] - x1 * sn[j];
@@ -384,6 +384,66 @@ static void matmul(ls_ctx *c, const ls_weight *w, const float *x, int n, float *
     else ls_matmul(c->pool, w, x, n, y);
 }
 
+/* make room for attention scores over pos + n keys */
+static ls_status scores_reserve(ls_ctx *c, const ls_kv *kv, int pos, int n, ls_err *err) {
+    if (c->scores_cap >= pos + n) return LS_OK;
+    const int nth = ls_pool_size(c->pool);
+    int cap = kv->n_ctx;
+    float *s = realloc(c->scores, sizeof(float) * (size_t)cap * ATTN_QB * (size_t)nth);
+    if (!s) return ls_err_set(err, LS_ERR_NOMEM, "out of memory for attention scores");
+    c->scores = s;
+    c->scores_cap = cap;
+    return LS_OK;
+}
+
+/* queries per attention task: about two tasks a thread, at most ATTN_QB */
+static int attn_block(const ls_ctx *c, int n) {
+    const ls_config *cfg = &c->m->cfg;
+    const int nth = ls_pool_size(c->pool), nh = cfg->n_heads, nkv = cfg->n_kv_heads;
+    const int group = nh / nkv, per_kvh = (2 * nth + nkv - 1) / nkv;
+    const int n_chunks = per_kvh < n * group ? per_kvh : n * group;
+    int attn_qb = (n * group + n_chunks - 1) / n_chunks;
+    return attn_qb > ATTN_QB ? ATTN_QB : attn_qb;
+}
+
+/* One decoder layer over n positions (rope tables already built for pos):
+ * attention with cache layer l of kv, then the feed-forward part when
+ * ffn > 0 (its width; the model's layers use cfg->ffn_dim) */
+static void layer_body(ls_ctx *c, const ls_layer *L, ls_rope_kind rk, int ffn, ls_kv *kv, int l, int pos, int n,
+                       float *hidden) {
+    const ls_config *cfg = &c->m->cfg;
+    const int dim = cfg->dim, hd = cfg->head_dim, nh = cfg->n_heads, nkv = cfg->n_kv_heads;
+    const int qdim = nh * hd, kv_dim = nkv * hd;
+    /* attention block: x += Wo . attn(rope(Wq xn), rope(Wk xn), Wv xn) */
+    for (int i = 0; i < n; i++)
+        ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->attn_norm, dim, cfg->norm_eps);
+    matmul(c, &L->wq, c->xb, n, c->q);
+    matmul(c, &L->wk, c->xb, n, c->k);
+    matmul(c, &L->wv, c->xb, n, c->v);
+    for (int i = 0; i < n; i++) {
+        rope_apply(c, rk, c->q + (size_t)i * qdim, nh, i);
+        rope_apply(c, rk, c->k + (size_t)i * kv_dim, nkv, i);
+        ls_f32_to_f16_row(kv->k + kv_off(kv, l, pos + i), c->k + (size_t)i * kv_dim, kv_dim);
+        ls_f32_to_f16_row(kv->v + kv_off(kv, l, pos + i), c->v + (size_t)i * kv_dim, kv_dim);
+    }
+    kv->len[l - kv->l0] = pos + n;
+    attn_job job = {c, kv, l, pos, n, attn_block(c, n)};
+    ls_pool_run(c->pool, attn_worker, &job);
+    matmul(c, &L->wo, c->att, n, c->tmp);
+    for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
+    if (ffn <= 0) return;
+
+    /* feed-forward block: x += W_down (silu(W_gate xn) * W_up xn) */
+    for (int i = 0; i < n; i++)
+        ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->ffn_norm, dim, cfg->norm_eps);
+    matmul(c, &L->w_gate, c->xb, n, c->hb);
+    matmul(c, &L->w_up, c->xb, n, c->hb2);
+    for (int i = 0; i < n; i++)
+        ls_swiglu(c->hb + (size_t)i * ffn, c->hb + (size_t)i * ffn, c->hb2 + (size_t)i * ffn, ffn);
+    matmul(c, &L->w_down, c->hb, n, c->tmp);
+    for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
+}
+
 ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float *hidden, ls_err *err) {
     const ls_model *m = c->m;
     const ls_config *cfg = &m->cfg;
@@ -396,55 +456,44 @@ ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float
     for (int l = l0; l < l1; l++)
         if (ls_kv_len(kv, l) < pos)
             return ls_err_set(err, LS_ERR_INVALID, "layer %d has %d cached positions; cannot run position %d", l, ls_kv_len(kv, l), pos);
-    const int nth = ls_pool_size(c->pool);
-    if (c->scores_cap < pos + n) {
-        int cap = kv->n_ctx;
-        float *s = realloc(c->scores, sizeof(float) * (size_t)cap * ATTN_QB * (size_t)nth);
-        if (!s) return ls_err_set(err, LS_ERR_NOMEM, "out of memory for attention scores");
-        c->scores = s;
-        c->scores_cap = cap;
-    }
-    const int dim = cfg->dim, hd = cfg->head_dim, nh = cfg->n_heads, nkv = cfg->n_kv_heads;
-    const int qdim = nh * hd, kv_dim = nkv * hd, ffn = cfg->ffn_dim;
+    ls_status st = scores_reserve(c, kv, pos, n, err);
+    if (st != LS_OK) return st;
     rope_tables(c, pos, n);
-    /* queries per attention task: about two tasks a thread, at most ATTN_QB */
-    const int group = nh / nkv, per_kvh = (2 * nth + nkv - 1) / nkv;
-    const int n_chunks = per_kvh < n * group ? per_kvh : n * group;
-    int attn_qb = (n * group + n_chunks - 1) / n_chunks;
-    if (attn_qb > ATTN_QB) attn_qb = ATTN_QB;
-
     for (int l = l0; l < l1; l++) {
-        const ls_layer *L = &m->layers[l];
-        /* attention block: x += Wo . attn(rope(Wq xn), rope(Wk xn), Wv xn) */
-        for (int i = 0; i < n; i++)
-            ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->attn_norm, dim, cfg->norm_eps);
-        matmul(c, &L->wq, c->xb, n, c->q);
-        matmul(c, &L->wk, c->xb, n, c->k);
-        matmul(c, &L->wv, c->xb, n, c->v);
-        for (int i = 0; i < n; i++) {
-            rope_apply(c, c->q + (size_t)i * qdim, nh, i);
-            rope_apply(c, c->k + (size_t)i * kv_dim, nkv, i);
-            ls_f32_to_f16_row(kv->k + kv_off(kv, l, pos + i), c->k + (size_t)i * kv_dim, kv_dim);
-            ls_f32_to_f16_row(kv->v + kv_off(kv, l, pos + i), c->v + (size_t)i * kv_dim, kv_dim);
-        }
-        kv->len[l - kv->l0] = pos + n;
-        attn_job job = {c, kv, l, pos, n, attn_qb};
-        ls_pool_run(c->pool, attn_worker, &job);
-        matmul(c, &L->wo, c->att, n, c->tmp);
-        for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
-
-        /* feed-forward block: x += W_down (silu(W_gate xn) * W_up xn) */
-        for (int i = 0; i < n; i++)
-            ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, L->ffn_norm, dim, cfg->norm_eps);
-        matmul(c, &L->w_gate, c->xb, n, c->hb);
-        matmul(c, &L->w_up, c->xb, n, c->hb2);
-        for (int i = 0; i < n; i++)
-            ls_swiglu(c->hb + (size_t)i * ffn, c->hb + (size_t)i * ffn, c->hb2 + (size_t)i * ffn, ffn);
-        matmul(c, &L->w_down, c->hb, n, c->tmp);
-        for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
+        layer_body(c, &m->layers[l], cfg->rope_kind, cfg->ffn_dim, kv, l, pos, n, hidden);
         if (l < 256) c->counters.layer_positions[l] += (uint64_t)n;
     }
     c->counters.forward_calls++;
+    return LS_OK;
+}
+
+ls_status ls_forward_block(ls_ctx *c, const ls_layer *blk, int ffn_dim, ls_kv *kv, int pos, int n, float *hidden,
+                           ls_err *err) {
+    if (n < 1 || n > c->max_batch)
+        return ls_err_set(err, LS_ERR_INVALID, "batch of %d positions is outside [1, %d]", n, c->max_batch);
+    if (pos < 0 || pos + n > kv->n_ctx)
+        return ls_err_set(err, LS_ERR_RANGE, "positions [%d, %d) exceed the context size %d", pos, pos + n, kv->n_ctx);
+    if (ls_kv_len(kv, kv->l0) < pos)
+        return ls_err_set(err, LS_ERR_INVALID, "the adapter's cache has %d positions; cannot run position %d",
+                          ls_kv_len(kv, kv->l0), pos);
+    if (ffn_dim > c->m->cfg.ffn_dim)
+        return ls_err_set(err, LS_ERR_INVALID, "block feed-forward width %d exceeds the model's %d", ffn_dim,
+                          c->m->cfg.ffn_dim);
+    ls_status st = scores_reserve(c, kv, pos, n, err);
+    if (st != LS_OK) return st;
+    rope_tables(c, pos, n);
+    layer_body(c, blk, LS_ROPE_NORM, ffn_dim, kv, kv->l0, pos, n, hidden);
+    return LS_OK;
+}
+
+ls_status ls_head_rows(ls_ctx *c, const ls_weight *w, const float *hidden, int n, float *logits, ls_err *err) {
+    const ls_model *m = c->m;
+    const int dim = m->cfg.dim;
+    if (n < 1 || n > c->max_batch)
+        return ls_err_set(err, LS_ERR_INVALID, "batch of %d positions is outside [1, %d]", n, c->max_batch);
+    for (int i = 0; i < n; i++)
+        ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, m->out_norm, dim, m->cfg.norm_eps);
+    matmul(c, w, c->xb, n, logits);
     return LS_OK;
 }
 

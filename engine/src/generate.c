@@ -67,6 +67,28 @@ ls_status ls_gen_params_check(const ls_gen_params *p, int n_layers, ls_err *err)
     if (!(p->draft_min_p >= 0 && p->draft_min_p <= 1))
         return ls_err_set(err, LS_ERR_INVALID, "draft_min_p %g is out of range [0, 1] (0 = off)",
                           (double)p->draft_min_p);
+    if ((int)p->draft_source < 0 || (int)p->draft_source >= LS_N_DRAFT_SOURCES)
+        return ls_err_set(err, LS_ERR_INVALID, "draft_source %d is not one of auto (0), exit (1), adapter (2), "
+                          "lookup (3)", (int)p->draft_source);
+    if (p->draft_source == LS_DRAFT_ADAPTER && !(p->adapter && ls_adapter_has_block(p->adapter)))
+        return ls_err_set(err, LS_ERR_INVALID, p->adapter ? "draft source adapter: %s holds only a frequency table, "
+                          "no adapter block" : "draft source adapter needs an adapter (--draft-adapter PATH)%s",
+                          p->adapter ? ls_adapter_path(p->adapter) : "");
+    const bool uses_block = p->adapter && ls_adapter_has_block(p->adapter) &&
+                            (p->draft_source == LS_DRAFT_ADAPTER || p->draft_source == LS_DRAFT_AUTO);
+    if (uses_block && ls_adapter_exit_layer(p->adapter) != p->exit_layer)
+        return ls_err_set(err, LS_ERR_INVALID, "the draft adapter %s was trained after layer %d; exit_layer is %d: "
+                          "use exit_layer %d with it", ls_adapter_path(p->adapter), ls_adapter_exit_layer(p->adapter),
+                          p->exit_layer, ls_adapter_exit_layer(p->adapter));
+    if (p->draft_vocab != 0) {
+        const int32_t n = p->adapter ? ls_adapter_vocab_len(p->adapter) : 0;
+        if (n == 0)
+            return ls_err_set(err, LS_ERR_INVALID, "draft_vocab %d needs a frequency table: load a draft adapter "
+                              "that carries one (--draft-adapter PATH)", p->draft_vocab);
+        if (p->draft_vocab < 1 || p->draft_vocab > n)
+            return ls_err_set(err, LS_ERR_INVALID, "draft_vocab %d is out of range [1, %d] (the adapter's frequency "
+                              "table; 0 = the full head)", p->draft_vocab, n);
+    }
     return LS_OK;
 }
 

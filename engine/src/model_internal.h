@@ -36,4 +36,14 @@ struct ls_model {
     st_set *st;
 };
 
+/* One decoder layer `blk` (the model's attention shape, feed-forward width
+ * ffn_dim <= the model's, 0 = none) over n positions from pos, with the
+ * pairwise rotary layout, using layer kv->l0 of kv as its cache: a draft
+ * adapter's block (docs/ADAPTER.md). */
+ls_status ls_forward_block(ls_ctx *c, const ls_layer *blk, int ffn_dim, ls_kv *kv, int pos, int n, float *hidden,
+                           ls_err *err);
+/* logits[n x w->rows] = w . final norm(hidden): the exit head over a subset
+ * of the vocabulary (the draft head) */
+ls_status ls_head_rows(ls_ctx *c, const ls_weight *w, const float *hidden, int n, float *logits, ls_err *err);
+
 #endif

@@ -7,6 +7,7 @@
 
 #include "layerskip/engine.h"
 #include "layerskip/sampler.h"
+#include "layerskip/speculate.h"
 
 typedef enum ls_finish {
     LS_FINISH_LENGTH = 0,  /* n_predict tokens generated */
@@ -26,8 +27,6 @@ const char *ls_strategy_name(ls_strategy s);
 /* the inverse of ls_strategy_name; the error lists the valid names */
 ls_status ls_strategy_parse(const char *name, ls_strategy *out, ls_err *err);
 
-#define LS_MAX_SPECULATIONS 32
-
 typedef struct ls_gen_params {
     int32_t n_predict;     /* tokens to generate at most */
     ls_sampling sampling;
@@ -35,13 +34,21 @@ typedef struct ls_gen_params {
     /* zero-initialised: autoregressive, and the fields below are ignored */
     ls_strategy strategy;
     int32_t exit_layer;       /* E in [1, L-1]: early_exit and self_speculative */
-    int32_t num_speculations; /* k in [1, LS_MAX_SPECULATIONS]: drafts per round (self_speculative) */
+    int32_t num_speculations; /* k in [1, LS_MAX_SPECULATIONS]: drafts per round (self_speculative);
+                               * with auto_speculations the most a round may draft */
     /* stop a round's drafting when the draft softmax's top probability (raw
      * logits, before penalty and warpers) is below this; 0 = off, <= 1 */
     float draft_min_p;
+    /* self_speculative (speculate.h); zero-initialised: auto source, no
+     * adapter, full draft head, fixed k */
+    ls_draft_source draft_source;
+    const ls_adapter *adapter;   /* the adapter source's block and the draft head's table; NULL none */
+    int32_t draft_vocab;         /* drafts score the N most frequent tokens (needs an adapter's table); 0 = all */
+    bool auto_speculations;      /* k chosen per round in [0, num_speculations] */
 } ls_gen_params;
 /* message naming the bad field (strategy, exit_layer, num_speculations,
- * draft_min_p, n_predict, sampling), or LS_OK; n_layers from the model */
+ * draft_min_p, draft_source, draft_vocab, adapter, n_predict, sampling), or
+ * LS_OK; n_layers from the model */
 ls_status ls_gen_params_check(const ls_gen_params *p, int n_layers, ls_err *err);
 
 typedef struct ls_gen_stats {
@@ -53,10 +60,13 @@ typedef struct ls_gen_stats {
     double decode_ms;      /* everything after */
     ls_finish finish;
     /* self_speculative only (zero otherwise); acceptance rate = accepted / drafted */
-    int64_t drafted;       /* draft tokens proposed by layers [0, E) */
+    int64_t drafted;       /* draft tokens proposed (all sources) */
     int64_t accepted;      /* of those, accepted by the verification */
     int64_t rounds;        /* verification rounds (one [E, L) call each) */
     int64_t accept_hist[LS_MAX_SPECULATIONS + 1]; /* rounds by drafts accepted, 0..32 */
+    int64_t drafted_by[LS_N_DRAFT_SOURCES];  /* per source (ls_draft_source); [LS_DRAFT_AUTO] = 0 */
+    int64_t accepted_by[LS_N_DRAFT_SOURCES];
+    int64_t rounds_by_k[LS_MAX_SPECULATIONS + 1]; /* rounds by the k allowed (auto: chosen; 0 = a plain step) */
 } ls_gen_stats;
 
 /* called for every generated token; return false to stop */
