@@ -68,7 +68,8 @@ static bool str_terminated(const char *s, size_t cap) { return memchr(s, '\0', c
 
 ls_status lsw_msg_decode(const void *buf, size_t len, int tag, const lsw_limits *lim, lsw_msg *out, ls_err *err) {
     out->tokens = NULL;
-    out->states = out->exit_states = NULL;
+    out->states = NULL;
+    out->draft_q = NULL;
     if (len < sizeof(lsw_hdr))
         return ls_err_set(err, LS_ERR_FORMAT, "message of %zu bytes (tag %d) is shorter than a header (%zu bytes)",
                           len, tag, sizeof(lsw_hdr));
@@ -121,17 +122,27 @@ ls_status lsw_msg_decode(const void *buf, size_t len, int tag, const lsw_limits 
         if (h->count < 1 || h->count > lim->max_batch) return bad(err, h->type, "count out of range");
         if (h->first_pos < 0 || h->first_pos > lim->n_ctx - h->count)
             return bad(err, h->type, "positions outside the context");
-        if (h->flags & ~(int32_t)(LSW_CHUNK_PREFILL | LSW_CHUNK_SPECULATIVE | LSW_CHUNK_EXIT))
+        if (h->flags & ~(int32_t)(LSW_CHUNK_PREFILL | LSW_CHUNK_SPECULATIVE | LSW_CHUNK_DRAFT_Q))
             return bad(err, h->type, "unknown flags");
         if (h->next < -1 || h->next >= lim->n_vocab) return bad(err, h->type, "assumed token out of range");
         const size_t n = (size_t)h->count, rows = n * (size_t)lim->dim;
-        const size_t want = n * sizeof(int32_t) + rows * sizeof(float) * ((h->flags & LSW_CHUNK_EXIT) ? 2 : 1);
+        const size_t nq = (h->flags & LSW_CHUNK_DRAFT_Q) ? n - 1 : 0;
+        const size_t want = n * sizeof(int32_t) + rows * sizeof(float) + nq * sizeof(lsw_draft_q);
         if (plen != want) return bad(err, h->type, "payload size does not match count and hidden size");
         out->tokens = (const int32_t *)payload;
         for (size_t i = 0; i < n; i++)
             if (out->tokens[i] < 0 || out->tokens[i] >= lim->n_vocab) return bad(err, h->type, "token id out of range");
         out->states = (const float *)(payload + n * sizeof(int32_t));
-        if (h->flags & LSW_CHUNK_EXIT) out->exit_states = out->states + rows;
+        if (nq > 0) {
+            out->draft_q = (const lsw_draft_q *)(payload + n * sizeof(int32_t) + rows * sizeof(float));
+            for (size_t i = 0; i < nq; i++) {
+                const lsw_draft_q *q = &out->draft_q[i];
+                if (q->n < 1 || q->n > LS_DRAFT_Q_CAP) return bad(err, h->type, "draft distribution size out of range");
+                for (int j = 0; j < q->n; j++)
+                    if (q->ids[j] < 0 || q->ids[j] >= lim->n_vocab || !(q->p[j] >= 0 && q->p[j] <= 1))
+                        return bad(err, h->type, "draft distribution entry out of range");
+            }
+        }
         return LS_OK;
     }
     case LSW_MSG_VERDICT:
@@ -344,12 +355,13 @@ ls_status lsw_send_start(lsw_net *net, int dest, int32_t slot, int32_t generatio
 
 ls_status lsw_send_chunk(lsw_net *net, int dest, int32_t slot, int32_t generation, int32_t first_pos,
                          int32_t count, uint32_t flags, int32_t assumed_next, const int32_t *tokens,
-                         const float *states, const float *exit_states, ls_err *err) {
+                         const float *states, const lsw_draft_q *draft_q, ls_err *err) {
     lsw_hdr h = {.type = LSW_MSG_CHUNK, .slot = slot, .generation = generation, .first_pos = first_pos,
                  .count = count, .flags = (int32_t)flags, .next = assumed_next};
     const size_t rows = (size_t)count * (size_t)net->lim.dim * sizeof(float);
-    return post(net, dest, &h, tokens, (size_t)count * sizeof(int32_t), states, rows,
-                (flags & LSW_CHUNK_EXIT) ? exit_states : NULL, (flags & LSW_CHUNK_EXIT) ? rows : 0, err);
+    const size_t nq = (flags & LSW_CHUNK_DRAFT_Q) ? (size_t)count - 1 : 0;
+    return post(net, dest, &h, tokens, (size_t)count * sizeof(int32_t), states, rows, nq ? draft_q : NULL,
+                nq * sizeof(lsw_draft_q), err);
 }
 
 ls_status lsw_send_verdict(lsw_net *net, int dest, int32_t slot, int32_t generation, int32_t first_pos,

@@ -18,8 +18,9 @@
 
 #include "layout.h"
 #include "layerskip/sampler.h"
+#include "layerskip/speculate.h"
 
-#define LSW_PROTOCOL 2
+#define LSW_PROTOCOL 3
 
 typedef enum lsw_msg_type {
     LSW_MSG_CONFIG = 1,   /* rank 0 -> each worker: model, layout, limits */
@@ -39,8 +40,16 @@ const char *lsw_msg_type_name(int type);
 /* chunk flags */
 #define LSW_CHUNK_PREFILL 1u     /* prompt positions: no verdict */
 #define LSW_CHUNK_SPECULATIVE 2u /* tokens[1..] are drafts; see lsw_chunk_rejected */
-#define LSW_CHUNK_EXIT 4u        /* exit states travel too (sampling: the last stage
-                                  * recomputes the draft distributions from them) */
+#define LSW_CHUNK_DRAFT_Q 4u     /* sampling: each draft's distribution travels too
+                                  * (lsw_draft_q, count - 1 of them), for the rule */
+
+/* the distribution a sampled draft was drawn from (speculate.h's
+ * LS_DRAFT_Q_CAP most likely tokens); fixed size on the wire */
+typedef struct lsw_draft_q {
+    int32_t n;
+    int32_t ids[LS_DRAFT_Q_CAP];
+    float p[LS_DRAFT_Q_CAP];
+} lsw_draft_q;
 
 typedef struct lsw_hdr {
     int32_t type;
@@ -96,7 +105,7 @@ typedef struct lsw_msg {
     lsw_hdr h;
     const int32_t *tokens;     /* chunk: (count) */
     const float *states;       /* chunk: (count, dim) */
-    const float *exit_states;  /* chunk with LSW_CHUNK_EXIT: (count, dim), else NULL */
+    const lsw_draft_q *draft_q; /* chunk with LSW_CHUNK_DRAFT_Q: (count - 1), else NULL */
     lsw_config_msg config;
     lsw_hello_msg hello;
     lsw_start_msg start;
@@ -141,10 +150,10 @@ ls_status lsw_send_config(lsw_net *net, int dest, const lsw_config_msg *c, ls_er
 ls_status lsw_send_hello(lsw_net *net, int dest, const lsw_hello_msg *h, ls_err *err);
 ls_status lsw_send_start(lsw_net *net, int dest, int32_t slot, int32_t generation, const lsw_start_msg *s,
                          ls_err *err);
-/* states (count, dim); exit_states (count, dim) only with LSW_CHUNK_EXIT */
+/* states (count, dim); draft_q (count - 1) only with LSW_CHUNK_DRAFT_Q */
 ls_status lsw_send_chunk(lsw_net *net, int dest, int32_t slot, int32_t generation, int32_t first_pos,
                          int32_t count, uint32_t flags, int32_t assumed_next, const int32_t *tokens,
-                         const float *states, const float *exit_states, ls_err *err);
+                         const float *states, const lsw_draft_q *draft_q, ls_err *err);
 ls_status lsw_send_verdict(lsw_net *net, int dest, int32_t slot, int32_t generation, int32_t first_pos,
                            int32_t accepted, int32_t next, ls_err *err);
 ls_status lsw_send_notice(lsw_net *net, int dest, int32_t slot, int32_t generation_floor, ls_err *err);

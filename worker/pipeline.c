@@ -499,21 +499,14 @@ static bool emit(gen_run *g, int32_t t) {
     return true;
 }
 
-static double top_prob(const float *logits, int32_t n) {
-    float mx = logits[ls_argmax(logits, n)];
-    double sum = 0;
-    for (int32_t i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
-    return 1.0 / sum;
-}
-
 /* the slot's states sl->h as a chunk to rank 1 */
 static ls_status send_chunk(gen_run *g, int32_t first_pos, int32_t count, uint32_t flags, int32_t assumed,
-                            const int32_t *tokens, ls_err *err) {
+                            const int32_t *tokens, const lsw_draft_q *draft_q, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     if (atomic_load(&pl->broken)) return broken_err(pl, err);
     pthread_mutex_lock(&pl->netlock);
     ls_status st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, first_pos, count, flags, assumed,
-                                  tokens, g->slot->h, g->slot->h, err);
+                                  tokens, g->slot->h, draft_q, err);
     if (st == LS_OK) st = pump(pl, err);
     pthread_mutex_unlock(&pl->netlock);
     return st == LS_OK ? st : fail(pl, st, err);
@@ -533,7 +526,9 @@ static ls_status progress(gen_run *g, ls_err *err) {
 /* prompt tokens [0, n) through layers [0, E), sent as prefill chunks of
  * about a quarter of the prompt (at least 8 positions, at most max_batch),
  * so the next stage starts on the first while this one runs the rest */
-static ls_status prefill(gen_run *g, const int32_t *prompt, int n, ls_err *err) {
+/* the prompt's layers [0, E) here (their states to the drafter d, if any),
+ * the rest on the stages */
+static ls_status prefill(gen_run *g, ls_drafter *d, const int32_t *prompt, int n, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     lsw_slot *sl = g->slot;
     const int E = lsw_layout_exit_layer(&pl->layout);
@@ -545,8 +540,9 @@ static ls_status prefill(gen_run *g, const int32_t *prompt, int n, ls_err *err) 
         int64_t t0 = lsw_now_us();
         ls_status st = ls_embed(sl->ctx, prompt + done, nb, sl->h, err);
         if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, done, nb, sl->h, err);
+        if (st == LS_OK && d) st = ls_drafter_feed(d, done, nb, sl->h, err);
         if (st != LS_OK) return st;
-        st = send_chunk(g, done, nb, LSW_CHUNK_PREFILL, -1, prompt + done, err);
+        st = send_chunk(g, done, nb, LSW_CHUNK_PREFILL, -1, prompt + done, NULL, err);
         if (st != LS_OK) return st;
         lsw_trace_span(&pl->trace, "prefill", g->slot_id, g->slot->generation, done, nb, t0, lsw_now_us());
         done += nb;
@@ -645,7 +641,7 @@ static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int 
     lsw_pipeline *pl = g->pl;
     const int E = lsw_layout_exit_layer(&pl->layout);
     double t0 = ls_time_ms();
-    ls_status st = prefill(g, prompt, n_prompt - 1, err);
+    ls_status st = prefill(g, NULL, prompt, n_prompt - 1, err);
     g->stats->prefill_ms = ls_time_ms() - t0;
     double t1 = ls_time_ms();
     int32_t tok = prompt[n_prompt - 1];
@@ -654,7 +650,7 @@ static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int 
         int64_t s0 = lsw_now_us();
         st = ls_embed(g->slot->ctx, &tok, 1, g->slot->h, err);
         if (st == LS_OK) st = ls_forward(g->slot->ctx, g->slot->kv, 0, E, pos, 1, g->slot->h, err);
-        if (st == LS_OK) st = send_chunk(g, pos, 1, 0, -1, &tok, err);
+        if (st == LS_OK) st = send_chunk(g, pos, 1, 0, -1, &tok, NULL, err);
         if (st != LS_OK) break;
         lsw_trace_span(&pl->trace, "forward", g->slot_id, g->slot->generation, pos, 1, s0, lsw_now_us());
         lsw_msg m;
@@ -676,13 +672,22 @@ static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int 
 }
 
 typedef struct flight {
-    int32_t p, m, assumed; /* first position, drafts, assumed next (-1: none) */
-    int32_t tokens[LS_MAX_SPECULATIONS + 1];
+    int32_t p;          /* first position */
+    double sent_ms;     /* when it went to the stages */
+    ls_draft_chunk ch;  /* tokens[0] at p, then ch.m drafts; ch.guess: the assumed next (-1 none) */
 } flight;
 
+/* the drafter's hook between positions: move the link along, and give up
+ * the chunk being drafted once the verdict on the oldest chunk in flight
+ * rejects (the chunk is stale already) */
+typedef struct draft_watch {
+    gen_run *g;
+    const flight *fl;
+    int fl_head, fl_n;
+} draft_watch;
+
 /* Has the verdict on the oldest chunk in flight arrived, and does it reject
- * (so the chunk being drafted is already stale)? Looked at between draft
- * positions, so the drafter stops wasting work as soon as it can. */
+ * (so the chunk being drafted is already stale)? */
 static bool oldest_rejected(gen_run *g, const flight *f) {
     lsw_pipeline *pl = g->pl;
     lsw_slot *sl = g->slot;
@@ -692,18 +697,27 @@ static bool oldest_rejected(gen_run *g, const flight *f) {
         const mail *ml = &sl->box[(sl->box_head + i) % sl->box_cap];
         if (ml->h.type == LSW_MSG_ERROR) rejected = true;
         else if (ml->h.generation == sl->generation && ml->h.first_pos == f->p)
-            rejected = lsw_chunk_rejected(f->m, f->assumed, ml->h.accepted, ml->h.next);
+            rejected = lsw_chunk_rejected(f->ch.m, f->ch.guess, ml->h.accepted, ml->h.next);
     }
     pthread_mutex_unlock(&pl->netlock);
     return rejected;
+}
+
+static ls_status watch_hook(void *user, bool *abandon, ls_err *err) {
+    draft_watch *w = user;
+    /* MPI moves a large message only while its sender is inside MPI: without
+     * this the next stage could not take the chunk sent before until this
+     * one is drafted, and would idle */
+    ls_status st = progress(w->g, err);
+    if (st == LS_OK && w->fl_n > 0 && oldest_rejected(w->g, &w->fl[w->fl_head])) *abandon = true;
+    return st;
 }
 
 static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_prompt, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     const ls_gen_params *p = g->p;
     ls_gen_stats *stats = g->stats;
-    const int E = lsw_layout_exit_layer(&pl->layout), K = p->num_speculations, V = pl->cfg->n_vocab,
-              D = pl->cfg->dim, n_ctx = pl->opt.n_ctx;
+    const int E = lsw_layout_exit_layer(&pl->layout), n_ctx = pl->opt.n_ctx;
     const bool sampling = p->sampling.temperature > 0;
     lsw_slot *sl = g->slot;
     int32_t *hist = sl->hist; /* token at each position, drafts included */
@@ -711,12 +725,19 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
     ls_rng rng;
     ls_rng_seed(&rng, p->sampling.seed);
 
+    flight *fl = malloc(sizeof(flight) * MAX_INFLIGHT);
+    lsw_draft_q *qs = malloc(sizeof(lsw_draft_q) * LS_MAX_SPECULATIONS);
+    ls_drafter *d = NULL;
+    ls_status st = fl && qs ? LS_OK : ls_err_set(err, LS_ERR_NOMEM, "out of memory for drafting");
+    if (st == LS_OK) st = ls_drafter_create(sl->ctx, sl->kv, p, n_ctx, &d, err);
+    draft_watch watch = {.g = g, .fl = fl};
+    if (st == LS_OK) ls_drafter_set_hook(d, watch_hook, &watch);
+
     double t0 = ls_time_ms();
-    ls_status st = prefill(g, prompt, n_prompt - 1, err);
+    if (st == LS_OK) st = prefill(g, d, prompt, n_prompt - 1, err);
     stats->prefill_ms = ls_time_ms() - t0;
     double t1 = ls_time_ms();
 
-    flight fl[MAX_INFLIGHT];
     int fl_head = 0, fl_n = 0;
     int d_pos = n_prompt - 1;        /* where the next chunk starts */
     int32_t d_tok = prompt[n_prompt - 1];
@@ -725,60 +746,40 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
     while (st == LS_OK && !g->done) {
         const int remaining = p->n_predict - stats->n_generated - assumed;
         if (!d_stop && fl_n < pl->opt.max_inflight && d_pos < n_ctx && remaining >= 1) {
-            /* draft one chunk: tokens[0] = d_tok at d_pos, then up to m_max drafts */
-            int m_max = remaining - 1;
-            if (m_max > K) m_max = K;
-            if (m_max > n_ctx - 1 - d_pos) m_max = n_ctx - 1 - d_pos;
-            const bool cont = remaining > m_max + 1 && d_pos + m_max + 1 < n_ctx;
+            /* draft one chunk: d_tok at d_pos, then up to k_max drafts */
+            int k_max = remaining - 1;
+            if (k_max > n_ctx - 1 - d_pos) k_max = n_ctx - 1 - d_pos;
             flight *f = &fl[(fl_head + fl_n) % MAX_INFLIGHT];
             f->p = d_pos;
-            f->tokens[0] = d_tok;
-            f->assumed = -1;
-            hist[d_pos] = d_tok;
+            watch.fl_head = fl_head;
+            watch.fl_n = fl_n;
             int64_t s0 = lsw_now_us();
-            int m = 0;
-            bool abandoned = false;
-            for (;; m++) {
-                float *hm = sl->h + (size_t)m * D;
-                st = ls_embed(sl->ctx, &f->tokens[m], 1, hm, err);
-                if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, d_pos + m, 1, hm, err);
-                /* MPI moves a large message only while its sender is inside
-                 * MPI: without this the next stage could not take the chunk
-                 * sent before until this one is drafted, and would idle */
-                if (st == LS_OK) st = progress(g, err);
-                if (st != LS_OK) break;
-                if (fl_n > 0 && oldest_rejected(g, &fl[fl_head])) { /* this chunk is stale already */
-                    abandoned = true;
-                    break;
-                }
-                if (m > 0 && !p->ignore_eog && ls_tokenizer_is_eog(pl->tok, f->tokens[m])) break;
-                if (m == m_max && !cont) break;
-                st = ls_exit_head(sl->ctx, hm, 1, sl->logits, err);
-                if (st != LS_OK) break;
-                const bool unsure = p->draft_min_p > 0 && top_prob(sl->logits, V) < p->draft_min_p;
-                ls_sampler_probs(&p->sampling, sl->logits, V, hist, d_pos + 1 + m, &sl->dist);
-                int32_t t = sl->dist.n == 1 ? sl->dist.ids[0] : ls_dist_draw(&sl->dist, &rng);
-                if (m == m_max || unsure) { /* the guess for the token after this chunk */
-                    f->assumed = t;
-                    break;
-                }
-                f->tokens[m + 1] = t;
-                hist[d_pos + 1 + m] = t;
-            }
+            st = ls_drafter_draft(d, &rng, d_pos, d_tok, k_max, true, hist, sl->h, &f->ch, err);
             if (st != LS_OK) break;
-            if (abandoned) {
+            const int m = f->ch.m;
+            if (f->ch.abandoned) {
                 /* not sent; the rejection below rolls the cache back past it */
                 lsw_trace_span(&pl->trace, "abandon", g->slot_id, sl->generation, d_pos, m + 1, s0, lsw_now_us());
             } else {
-                f->m = m;
-                const uint32_t flags = LSW_CHUNK_SPECULATIVE | (sampling ? LSW_CHUNK_EXIT : 0);
-                st = send_chunk(g, d_pos, m + 1, flags, f->assumed, f->tokens, err);
+                /* no continuation past the tokens asked for or the context */
+                if (remaining - (m + 1) < 1 || d_pos + m + 1 >= n_ctx) f->ch.guess = -1;
+                uint32_t flags = LSW_CHUNK_SPECULATIVE;
+                if (sampling && m > 0) {
+                    flags |= LSW_CHUNK_DRAFT_Q;
+                    for (int i = 0; i < m; i++) {
+                        qs[i].n = f->ch.q_n[i];
+                        memcpy(qs[i].ids, f->ch.q_ids[i], sizeof qs[i].ids);
+                        memcpy(qs[i].p, f->ch.q_p[i], sizeof qs[i].p);
+                    }
+                }
+                f->sent_ms = ls_time_ms();
+                st = send_chunk(g, d_pos, m + 1, flags, f->ch.guess, f->ch.tokens, qs, err);
                 if (st != LS_OK) break;
                 lsw_trace_span(&pl->trace, "draft", g->slot_id, g->slot->generation, d_pos, m + 1, s0, lsw_now_us());
                 fl_n++;
                 assumed += m + 1;
                 d_pos += m + 1;
-                d_tok = f->assumed;
+                d_tok = f->ch.guess;
                 if (d_tok < 0) d_stop = true;
                 else if (d_pos < n_ctx + LS_MAX_SPECULATIONS) hist[d_pos] = d_tok;
             }
@@ -798,24 +799,22 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
         flight *f = &fl[fl_head];
         const int n = vm.h.accepted;
         const int32_t next = vm.h.next;
-        if (fl_n == 0 || vm.h.first_pos != f->p || n > f->m) {
+        if (fl_n == 0 || vm.h.first_pos != f->p || n > f->ch.m) {
             st = fail(pl, ls_err_set(err, LS_ERR_FORMAT, "verdict for position %d (%d accepted) does not match the "
                                      "oldest chunk in flight (position %d, %d drafts)", vm.h.first_pos, n,
-                                     fl_n ? f->p : -1, fl_n ? f->m : -1), err);
+                                     fl_n ? f->p : -1, fl_n ? f->ch.m : -1), err);
             break;
         }
         fl_head = (fl_head + 1) % MAX_INFLIGHT;
         fl_n--;
-        stats->drafted += f->m;
-        stats->accepted += n;
-        stats->rounds++;
-        stats->accept_hist[n]++;
+        ls_drafter_observe(d, &f->ch, n, ls_time_ms() - f->sent_ms);
+        ls_spec_stats_add(stats, &f->ch, n);
         bool more = true;
-        for (int i = 0; more && i < n; i++) more = emit(g, f->tokens[1 + i]);
+        for (int i = 0; more && i < n; i++) more = emit(g, f->ch.tokens[1 + i]);
         if (more) more = emit(g, next);
         if (!more) break;
         const int conf = f->p + n + 1; /* position of `next`, not cached yet */
-        if (lsw_chunk_rejected(f->m, f->assumed, n, next)) {
+        if (lsw_chunk_rejected(f->ch.m, f->ch.guess, n, next)) {
             next_generation(g);
             fl_n = 0;
             assumed = 0;
@@ -823,13 +822,17 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
             d_tok = next;
             d_stop = false;
             ls_kv_truncate(g->slot->kv, 0, E, conf);
+            ls_drafter_rollback(d, conf);
             if (conf < n_ctx) hist[conf] = next;
         } else {
-            assumed -= f->m + 1;
+            assumed -= f->ch.m + 1;
         }
         if (conf >= n_ctx) { stats->finish = LS_FINISH_CONTEXT; break; }
     }
     stats->decode_ms = ls_time_ms() - t1;
+    ls_drafter_free(d);
+    free(fl);
+    free(qs);
     return st;
 }
 

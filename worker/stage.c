@@ -28,7 +28,7 @@ typedef struct job {
     lsw_hdr h;
     int32_t *tokens;      /* (count) */
     float *states;        /* (count, dim) */
-    float *exit_states;   /* (count, dim) or NULL */
+    lsw_draft_q *draft_q; /* (count - 1) sampled drafts' distributions, or NULL */
     struct job *next;
 } job;
 
@@ -51,9 +51,8 @@ typedef struct stage {
     ls_ctx *ctx;
     stage_slot *slots;
     job *q_head, *q_tail;
-    float *logits;        /* last: (n_vocab) */
-    float *dense;         /* last: (n_vocab) zeroed residual scratch */
-    ls_dist pf, pd;
+    ls_spec_scratch sc;   /* last: the rule's scratch */
+    ls_draft_chunk *chunk;/* last: the chunk being decided */
     lsw_trace trace;
 } stage;
 
@@ -61,7 +60,7 @@ static void job_free(job *j) {
     if (!j) return;
     free(j->tokens);
     free(j->states);
-    free(j->exit_states);
+    free(j->draft_q);
     free(j);
 }
 
@@ -77,11 +76,9 @@ static void stage_free(stage *s) {
     }
     free(s->slots);
     s->slots = NULL;
-    free(s->logits);
-    free(s->dense);
-    s->logits = s->dense = NULL;
-    ls_dist_free(&s->pf);
-    ls_dist_free(&s->pd);
+    ls_spec_scratch_free(&s->sc);
+    free(s->chunk);
+    s->chunk = NULL;
     ls_ctx_free(s->ctx);
     s->ctx = NULL;
     ls_model_free(s->model);
@@ -137,11 +134,9 @@ static ls_status stage_setup(stage *s, ls_err *err) {
             return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
     }
     if (s->last) {
-        s->logits = malloc(sizeof(float) * (size_t)c->n_vocab);
-        s->dense = calloc((size_t)c->n_vocab, sizeof(float));
-        if (!s->logits || !s->dense || ls_dist_init(&s->pf, c->n_vocab) != LS_OK ||
-            ls_dist_init(&s->pd, c->n_vocab) != LS_OK)
-            return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
+        st = ls_spec_scratch_init(&s->sc, c->n_vocab, err);
+        if (st != LS_OK) return st;
+        if (!(s->chunk = malloc(sizeof *s->chunk))) return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
     }
     st = lsw_trace_open(&s->trace, c->trace_prefix, rank, err);
     if (st != LS_OK) return st;
@@ -174,56 +169,48 @@ static ls_status enqueue(stage *s, const lsw_msg *m, ls_err *err) {
         j->h = m->h;
         j->tokens = malloc(n * sizeof(int32_t));
         j->states = malloc(rows * sizeof(float));
-        if (m->exit_states) j->exit_states = malloc(rows * sizeof(float));
+        if (m->draft_q) j->draft_q = malloc((n - 1) * sizeof(lsw_draft_q));
     }
-    if (!j || !j->tokens || !j->states || (m->exit_states && !j->exit_states)) {
+    if (!j || !j->tokens || !j->states || (m->draft_q && !j->draft_q)) {
         job_free(j);
         return ls_err_set(err, LS_ERR_NOMEM, "out of memory for a chunk of %zu positions", n);
     }
     memcpy(j->tokens, m->tokens, n * sizeof(int32_t));
     memcpy(j->states, m->states, rows * sizeof(float));
-    if (m->exit_states) memcpy(j->exit_states, m->exit_states, rows * sizeof(float));
+    if (m->draft_q) memcpy(j->draft_q, m->draft_q, (n - 1) * sizeof(lsw_draft_q));
     if (s->q_tail) s->q_tail->next = j;
     else s->q_head = j;
     s->q_tail = j;
     return LS_OK;
 }
 
-/* the last stage's decision on a chunk whose states went through [l0, L) */
+/* the last stage's decision on a chunk whose states went through [l0, L):
+ * the engine's rule (ls_spec_verify), with the draft distributions the
+ * drafter sent */
 static ls_status verify(stage *s, stage_slot *sl, const job *j, int32_t *accepted, int32_t *next, ls_err *err) {
-    const int V = s->cfg.n_vocab, D = s->cfg.dim, p0 = j->h.first_pos;
+    const int V = s->cfg.n_vocab, p0 = j->h.first_pos;
     const ls_sampling *sp = &sl->start.sampling;
     *accepted = 0;
     if (!(j->h.flags & LSW_CHUNK_SPECULATIVE)) { /* autoregressive: one token from the full model */
-        ls_status st = ls_exit_head(s->ctx, j->states, 1, s->logits, err);
+        ls_status st = ls_exit_head(s->ctx, j->states, 1, s->sc.logits, err);
         if (st != LS_OK) return st;
-        *next = ls_sample(sp, &sl->rng, s->logits, V, sl->hist, p0 + 1, &s->pf);
+        *next = ls_sample(sp, &sl->rng, s->sc.logits, V, sl->hist, p0 + 1, &s->sc.pf);
         return LS_OK;
     }
-    const int m = j->h.count - 1;
-    const bool greedy = sp->temperature <= 0;
-    for (int n = 0;; n++) {
-        ls_status st = ls_exit_head(s->ctx, j->states + (size_t)n * D, 1, s->logits, err);
-        if (st != LS_OK) return st;
-        ls_sampler_probs(sp, s->logits, V, sl->hist, p0 + 1 + n, &s->pf);
-        if (n == m) { *accepted = n; *next = ls_dist_pick(&s->pf, &sl->rng); return LS_OK; }
-        const int32_t d = j->tokens[n + 1];
-        if (greedy) {
-            if (s->pf.ids[0] != d) { *accepted = n; *next = s->pf.ids[0]; return LS_OK; }
-            continue;
+    ls_draft_chunk *ch = s->chunk;
+    ch->m = j->h.count - 1;
+    memcpy(ch->tokens, j->tokens, sizeof(int32_t) * (size_t)j->h.count);
+    if (sp->temperature > 0) {
+        if (!j->draft_q && ch->m > 0)
+            return ls_err_set(err, LS_ERR_FORMAT, "a sampled chunk came without its draft distributions");
+        for (int i = 0; i < ch->m; i++) {
+            const lsw_draft_q *q = &j->draft_q[i];
+            ch->q_n[i] = q->n;
+            memcpy(ch->q_ids[i], q->ids, sizeof(int32_t) * (size_t)q->n);
+            memcpy(ch->q_p[i], q->p, sizeof(float) * (size_t)q->n);
         }
-        if (!j->exit_states)
-            return ls_err_set(err, LS_ERR_FORMAT, "a sampled chunk came without exit states");
-        /* the draft's distribution, recomputed from its exit state */
-        st = ls_exit_head(s->ctx, j->exit_states + (size_t)n * D, 1, s->logits, err);
-        if (st != LS_OK) return st;
-        ls_sampler_probs(sp, s->logits, V, sl->hist, p0 + 1 + n, &s->pd);
-        double p_draft = ls_dist_prob(&s->pd, d), p_full = ls_dist_prob(&s->pf, d);
-        if (p_draft > 0 && ls_rng_uniform(&sl->rng) < p_full / p_draft) continue;
-        *accepted = n;
-        *next = ls_dist_draw_residual(&s->pf, &s->pd, s->dense, &sl->rng);
-        return LS_OK;
     }
+    return ls_spec_verify(s->ctx, sp, ch, p0, j->states, sl->hist, &sl->rng, &s->sc, accepted, next, err);
 }
 
 static ls_status run_job(stage *s, job *j, ls_err *err) {
@@ -240,7 +227,7 @@ static ls_status run_job(stage *s, job *j, ls_err *err) {
     if (st != LS_OK) return st;
     if (!s->last) {
         st = lsw_send_chunk(s->net, s->net->rank + 1, j->h.slot, j->h.generation, p0, n, (uint32_t)j->h.flags,
-                            j->h.next, j->tokens, j->states, j->exit_states, err);
+                            j->h.next, j->tokens, j->states, j->draft_q, err);
         lsw_trace_span(&s->trace, "forward", j->h.slot, j->h.generation, p0, n, t0, lsw_now_us());
         return st;
     }

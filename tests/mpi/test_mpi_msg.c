@@ -343,10 +343,14 @@ static size_t make_chunk(char *buf, int count, int dim, int32_t tok, uint32_t fl
     memcpy(buf, &h, sizeof h);
     size_t at = sizeof h;
     for (int i = 0; i < count; i++, at += 4) memcpy(buf + at, &tok, 4);
-    const int rows = count * dim * ((flags & LSW_CHUNK_EXIT) ? 2 : 1);
+    const int rows = count * dim;
     for (int i = 0; i < rows; i++, at += 4) {
         float v = (float)i;
         memcpy(buf + at, &v, 4);
+    }
+    for (int i = 0; (flags & LSW_CHUNK_DRAFT_Q) && i < count - 1; i++, at += sizeof(lsw_draft_q)) {
+        lsw_draft_q q = {.n = 2, .ids = {tok, tok + 1}, .p = {0.75f, 0.25f}};
+        memcpy(buf + at, &q, sizeof q);
     }
     return at;
 }
@@ -361,10 +365,21 @@ static void test_decode(void) {
     CHECK_EQ_INT(m.h.count, 3);
     CHECK_EQ_INT(m.tokens[2], 42);
     CHECK_NEAR(m.states[11], 11.0, 0);
-    CHECK(m.exit_states == NULL);
-    len = make_chunk(buf, 2, 4, 5, LSW_CHUNK_SPECULATIVE | LSW_CHUNK_EXIT);
+    CHECK(m.draft_q == NULL);
+    len = make_chunk(buf, 3, 4, 5, LSW_CHUNK_SPECULATIVE | LSW_CHUNK_DRAFT_Q);
     REQUIRE(lsw_msg_decode(buf, len, LSW_MSG_CHUNK, &lim, &m, &err) == LS_OK);
-    CHECK(m.exit_states == m.states + 8);
+    CHECK((const void *)m.draft_q == (const void *)(m.states + 12));
+    CHECK_EQ_INT(m.draft_q[1].n, 2);
+    CHECK_EQ_INT(m.draft_q[1].ids[1], 6);
+    /* a draft distribution with a bad size or entry is refused */
+    lsw_draft_q bad_q = {.n = LS_DRAFT_Q_CAP + 1};
+    memcpy(buf + len - sizeof bad_q, &bad_q, sizeof bad_q);
+    CHECK_EQ_INT(lsw_msg_decode(buf, len, LSW_MSG_CHUNK, &lim, &m, &err), LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "draft distribution size") != NULL);
+    bad_q = (lsw_draft_q){.n = 1, .ids = {100}, .p = {1}};
+    memcpy(buf + len - sizeof bad_q, &bad_q, sizeof bad_q);
+    CHECK_EQ_INT(lsw_msg_decode(buf, len, LSW_MSG_CHUNK, &lim, &m, &err), LS_ERR_FORMAT);
+    CHECK(strstr(err.msg, "draft distribution entry") != NULL);
 
     /* each corruption is refused with a message */
     len = make_chunk(buf, 3, 4, 42, 0);
