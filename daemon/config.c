@@ -6,6 +6,8 @@
 #include "config.h"
 #include "log.h"
 
+#include "layerskip/speculate.h" /* the draft source names */
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -34,13 +36,30 @@ typedef struct lsd_option {
     bool zero_ok;              /* 0 also allowed (means "automatic") outside [min, max] */
     bool nonempty;             /* a string that may not be "" */
     bool flag_only;            /* not a config file key (--config) */
-    const char *const *choices;/* NULL-terminated allowed strings, or NULL */
+    /* the i-th allowed string, NULL past the end; NULL: any string. For
+     * LSD_OPT_INT: words accepted besides the numbers, the i-th stored as
+     * -(i + 1) (num-speculations: "auto" = -1 = LSD_NUM_SPECULATIONS_AUTO) */
+    const char *(*choices)(int i);
     const char *help;
     const char *default_doc;   /* --help text for a computed default, or NULL */
 } lsd_option;
 
-static const char *const lsd_strategies[] = {"autoregressive", "early_exit", "self_speculative", NULL};
-static const char *const lsd_log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *lsd_strategies(int i) {
+    static const char *const v[] = {"autoregressive", "early_exit", "self_speculative", NULL};
+    return v[i];
+}
+static const char *lsd_log_levels(int i) {
+    static const char *const v[] = {"error", "warn", "info", "debug", NULL};
+    return v[i];
+}
+/* the engine's names, so the daemon cannot list other ones */
+static const char *lsd_draft_sources(int i) {
+    return i >= 0 && i < LS_N_DRAFT_SOURCES ? ls_draft_source_name((ls_draft_source)i) : NULL;
+}
+static const char *lsd_auto_word(int i) { return i == 0 ? "auto" : NULL; } /* -1 */
+
+#define XSTR(x) STR(x)
+#define STR(x) #x
 
 #define F(field) offsetof(lsd_config, field), sizeof(((lsd_config *)0)->field)
 
@@ -68,12 +87,29 @@ static const lsd_option lsd_options[] = {
      "self_speculative", NULL},
     {"exit-layer", "E", LSD_OPT_INT, F(exit_layer), NULL, 0, 0, 1 << 16, false, false, false, NULL,
      "exit layer E for early_exit and self_speculative (drafts leave after layers [0, E)); "
-     "0 = layers/4; must be below the model's layer count", NULL},
-    {"num-speculations", "K", LSD_OPT_INT, F(num_speculations), NULL, 4, 1, 32, false, false, false,
-     NULL, "tokens drafted per self-speculative round", NULL},
+     "0 = the E the --draft-adapter was trained after, or layers/4 without one; must be below the "
+     "model's layer count", NULL},
+    {"num-speculations", "K|auto", LSD_OPT_INT, F(num_speculations), NULL, 4, 1, 32, false, false, false,
+     lsd_auto_word, "tokens drafted per self-speculative round; auto: k chosen every round in [0, "
+     XSTR(LS_AUTO_SPECULATIONS_MAX) "] from the acceptance so far and the measured cost of drafting and "
+     "verifying (0 = a plain step)", NULL},
     {"draft-min-p", "P", LSD_OPT_FLOAT, F(draft_min_p), NULL, 0.95, 0, 1, false, false, false, NULL,
      "self-speculation (greedy or sampled) stops a draft round early when the draft's top "
      "probability falls below P (0 = always draft K tokens)", NULL},
+    {"draft-source", "NAME", LSD_OPT_STR, F(draft_source), "auto", 0, 0, 0, false, true, false,
+     lsd_draft_sources,
+     "where self-speculative drafts come from when a request leaves draft_source empty: exit "
+     "(layers [0, E) and the model's own head), adapter (layers [0, E) and the --draft-adapter "
+     "block), lookup (copies of n-grams of the prompt and the text so far: no model compute) or "
+     "auto (lookup when it has a match, else adapter if one is loaded, else exit)", NULL},
+    {"draft-adapter", "PATH", LSD_OPT_STR, F(draft_adapter), "", 0, 0, 0, false, false, false, NULL,
+     "draft adapter GGUF made for --model (docs/ADAPTER.md), loaded with the model; startup fails if "
+     "it does not fit the model. Its block drafts for the sources adapter and auto (exit layer E "
+     "must then be the one it was trained after: --exit-layer defaults to it), its frequency table "
+     "serves --draft-vocab; empty = none", NULL},
+    {"draft-vocab", "N", LSD_OPT_INT, F(draft_vocab), NULL, 0, 0, 1 << 24, false, false, false, NULL,
+     "drafts score only the N most frequent tokens of the --draft-adapter's frequency table "
+     "(verification keeps the full head: the output does not change); 0 = the full head", NULL},
     {"tls-cert", "FILE", LSD_OPT_STR, F(tls_cert), "", 0, 0, 0, false, false, false, NULL,
      "PEM certificate chain; with --tls-key the gRPC port serves TLS; empty = plaintext", NULL},
     {"tls-key", "FILE", LSD_OPT_STR, F(tls_key), "", 0, 0, 0, false, false, false, NULL,
@@ -172,9 +208,14 @@ static const lsd_option *find_option_fuzzy(const char *name, size_t len) {
     return find_option(buf, len);
 }
 
+/* the i-th allowed string (or word) of o; NULL past the end or when there are none */
+static const char *choice(const lsd_option *o, int i) { return o->choices ? o->choices(i) : NULL; }
+
 static void format_bounds(const lsd_option *o, char *buf, size_t len) {
     if (o->type == LSD_OPT_INT) {
-        snprintf(buf, len, "[%d, %d]%s", (int)o->min, (int)o->max, o->zero_ok ? " or 0 (automatic)" : "");
+        int n = snprintf(buf, len, "[%d, %d]%s", (int)o->min, (int)o->max, o->zero_ok ? " or 0 (automatic)" : "");
+        for (int i = 0; choice(o, i) && n >= 0 && (size_t)n < len; i++)
+            n += snprintf(buf + n, len - (size_t)n, " or %s", choice(o, i));
     } else {
         snprintf(buf, len, "[%g, %g]", o->min, o->max);
     }
@@ -197,14 +238,14 @@ static bool apply_value(lsd_config *c, const lsd_option *o, const char *value, c
             set_err(err, err_len, "%s: empty value; give %s", where, o->metavar);
             return false;
         }
-        if (o->choices) {
+        if (choice(o, 0)) {
             bool ok = false;
-            for (const char *const *ch = o->choices; *ch; ch++) ok = ok || strcmp(*ch, value) == 0;
+            for (int i = 0; choice(o, i); i++) ok = ok || strcmp(choice(o, i), value) == 0;
             if (!ok) {
                 char list[256] = "";
                 size_t used = 0;
-                for (const char *const *ch = o->choices; *ch; ch++) {
-                    int w = snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", *ch);
+                for (int i = 0; choice(o, i); i++) {
+                    int w = snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "", choice(o, i));
                     if (w < 0 || (size_t)w >= sizeof list - used) break;
                     used += (size_t)w;
                 }
@@ -217,6 +258,12 @@ static bool apply_value(lsd_config *c, const lsd_option *o, const char *value, c
     }
     case LSD_OPT_INT: {
         format_bounds(o, bounds, sizeof bounds);
+        for (int i = 0; choice(o, i); i++) {
+            if (strcmp(value, choice(o, i)) == 0) {
+                *(int *)opt_field(c, o) = -(i + 1);
+                return true;
+            }
+        }
         errno = 0;
         char *end = NULL;
         long long v = strtoll(value, &end, 10);
@@ -546,7 +593,12 @@ void lsd_config_log(const lsd_config *c) {
             }
             break;
         case LSD_OPT_INT:
-            if (*(const int *)p != *(const int *)q) LSD_LOG(LSD_LOG_INFO, "option %s = %d", o->name, *(const int *)p);
+            if (*(const int *)p == *(const int *)q) break;
+            if (*(const int *)p < 0 && choice(o, -*(const int *)p - 1)) {
+                LSD_LOG(LSD_LOG_INFO, "option %s = %s", o->name, choice(o, -*(const int *)p - 1));
+            } else {
+                LSD_LOG(LSD_LOG_INFO, "option %s = %d", o->name, *(const int *)p);
+            }
             break;
         case LSD_OPT_FLOAT:
             if (*(const float *)p != *(const float *)q) {

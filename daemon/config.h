@@ -25,8 +25,11 @@ typedef struct lsd_config {
     int default_max_tokens;    /* --default-max-tokens N, default 256 */
     char strategy[32];         /* --strategy NAME, default "autoregressive" (autoregressive|early_exit|self_speculative) */
     int exit_layer;            /* --exit-layer E, default 0 = layers/4 */
-    int num_speculations;      /* --num-speculations K, default 4, [1, 32] */
+    int num_speculations;      /* --num-speculations K|auto, default 4, [1, 32]; auto = LSD_NUM_SPECULATIONS_AUTO */
     float draft_min_p;         /* --draft-min-p P, default 0.95, [0, 1] */
+    char draft_source[16];     /* --draft-source NAME, default "auto" (auto|exit|adapter|lookup: ls_draft_source_name) */
+    char draft_adapter[4096];  /* --draft-adapter PATH: draft adapter GGUF (docs/ADAPTER.md); "" = none */
+    int draft_vocab;           /* --draft-vocab N, default 0 = the full head; [0, 1<<24] */
     char tls_cert[4096];       /* --tls-cert FILE (PEM), with --tls-key: serve TLS */
     char tls_key[4096];        /* --tls-key FILE (PEM) */
     char auth_token_file[4096];/* --auth-token-file FILE: clients must send "authorization: Bearer <token>" */
@@ -39,6 +42,15 @@ typedef struct lsd_config {
     char trace[512];           /* --trace PREFIX: pipeline spans to PREFIX.rank<R>.jsonl; "" = off */
     char config_file[4096];    /* --config FILE */
 } lsd_config;
+
+/* num_speculations given as "auto" (the request's -1): the engine chooses k
+ * per round in [0, LS_AUTO_SPECULATIONS_MAX] (ls_gen_params.auto_speculations
+ * with that bound as num_speculations). layerskip-bench's "auto" is the same
+ * bound; the name is the engine's so that speculate.h can take it over. */
+#define LSD_NUM_SPECULATIONS_AUTO (-1)
+#ifndef LS_AUTO_SPECULATIONS_MAX
+#define LS_AUTO_SPECULATIONS_MAX 8
+#endif
 
 typedef enum lsd_config_result {
     LSD_CONFIG_OK = 0,

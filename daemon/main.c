@@ -192,7 +192,9 @@ int main(int argc, char **argv) {
     int rc = 0;
     ls_err lerr = {{0}};
     ls_strategy strategy = LS_STRATEGY_AUTOREGRESSIVE;
+    ls_draft_source draft_source = LS_DRAFT_AUTO;
     ls_model *model = NULL;
+    ls_adapter *adapter = NULL;
     lsd_config_result cr = lsd_config_parse(&cfg, argc, argv, err, sizeof err);
     lsd_log_level lvl = LSD_LOG_INFO;
     if (cr == LSD_CONFIG_HELP) {
@@ -205,6 +207,9 @@ int main(int argc, char **argv) {
         rc = 2;
     } else if (ls_strategy_parse(cfg.strategy, &strategy, &lerr) != LS_OK) {
         fprintf(stderr, "layerskipd: --strategy: %s\n", lerr.msg);
+        rc = 2;
+    } else if (ls_draft_source_parse(cfg.draft_source, &draft_source, &lerr) != LS_OK) {
+        fprintf(stderr, "layerskipd: --draft-source: %s\n", lerr.msg);
         rc = 2;
     } else if (mpi_size == 1 && (cfg.stages[0] || cfg.trace[0])) {
         fprintf(stderr, "layerskipd: --%s is for the MPI pipeline: start layerskipd under mpirun with workers "
@@ -236,9 +241,22 @@ int main(int argc, char **argv) {
     }
     const ls_config *mc = ls_model_config(model);
     const int L = mc->n_layers;
+    if (cfg.draft_adapter[0]) {
+        if (ls_adapter_load(cfg.draft_adapter, model, &adapter, &lerr) != LS_OK) {
+            fprintf(stderr, "layerskipd: --draft-adapter %s: %s\n", cfg.draft_adapter, lerr.msg);
+            rc = 1;
+            goto out;
+        }
+        LSD_LOG(LSD_LOG_INFO, "draft adapter %s: trained after layer %d, %s, frequency table of %d tokens",
+                cfg.draft_adapter, ls_adapter_exit_layer(adapter),
+                ls_adapter_has_block(adapter) ? "with its block" : "no block", ls_adapter_vocab_len(adapter));
+    }
     int n_ctx = cfg.ctx;
     if (n_ctx == 0) n_ctx = mc->ctx_train > 0 && mc->ctx_train < 4096 ? mc->ctx_train : 4096;
-    int exit_layer = cfg.exit_layer ? cfg.exit_layer : (L / 4 > 0 ? L / 4 : 1);
+    /* not given: the adapter's E (its block drafts only from there), else layers/4 */
+    int exit_layer = cfg.exit_layer ? cfg.exit_layer
+                     : adapter      ? ls_adapter_exit_layer(adapter)
+                                    : (L / 4 > 0 ? L / 4 : 1);
     if (L < 2 || exit_layer < 1 || exit_layer > L - 1) {
         fprintf(stderr, "layerskipd: --exit-layer %d is out of range [1, %d] for this model of %d layers\n",
                 exit_layer, L - 1, L);
@@ -293,12 +311,18 @@ int main(int argc, char **argv) {
         }
     }
 #endif
+    const bool auto_k = cfg.num_speculations == LSD_NUM_SPECULATIONS_AUTO;
     ls_gen_params check = {.n_predict = cfg.default_max_tokens, .strategy = strategy, .exit_layer = exit_layer,
-                           .num_speculations = cfg.num_speculations, .draft_min_p = cfg.draft_min_p};
+                           .num_speculations = auto_k ? LS_AUTO_SPECULATIONS_MAX : cfg.num_speculations,
+                           .draft_min_p = cfg.draft_min_p, .draft_source = draft_source, .adapter = adapter,
+                           .draft_vocab = cfg.draft_vocab, .auto_speculations = auto_k};
     ls_sampling_default(&check.sampling);
-    if (ls_gen_params_check(&check, L, &lerr) != LS_OK) {
+    /* the defaults as the --strategy default uses them, and as a self_speculative request would */
+    ls_gen_params spec = check;
+    spec.strategy = LS_STRATEGY_SELF_SPECULATIVE;
+    if (ls_gen_params_check(&check, L, &lerr) != LS_OK || ls_gen_params_check(&spec, L, &lerr) != LS_OK) {
         fprintf(stderr, "layerskipd: %s (check --strategy, --exit-layer, --num-speculations, --draft-min-p, "
-                "--default-max-tokens)\n", lerr.msg);
+                "--draft-source, --draft-adapter, --draft-vocab, --default-max-tokens)\n", lerr.msg);
         rc = 2;
         goto out;
     }
@@ -342,6 +366,9 @@ int main(int argc, char **argv) {
     svc->default_exit_layer = exit_layer;
     svc->default_num_speculations = cfg.num_speculations;
     svc->draft_min_p = cfg.draft_min_p;
+    svc->default_draft_source = draft_source;
+    svc->default_draft_vocab = cfg.draft_vocab;
+    svc->adapter = adapter;
     svc->max_sessions = cfg.max_sessions;
     svc->max_queue = cfg.max_queue;
 #ifdef LSD_WITH_MPI
@@ -450,6 +477,7 @@ early_out:
         MPI_Finalize();
     }
 #endif
+    ls_adapter_free(adapter); /* before the model it was made for */
     ls_model_free(model);
     return rc < 0 ? 0 : rc;
 }

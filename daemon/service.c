@@ -157,11 +157,29 @@ static grpc_status_code fill_params(lsd_service *sv, const Layerskip__V1__Genera
         return fail(msg, msg_len, "exit_layer %d: this daemon runs an MPI pipeline whose drafter stage is layers "
                     "0-%d, so early exit happens after layer %d: use exit_layer %d (or 0 for the default)",
                     p->exit_layer, sv->pipeline_exit_layer, sv->pipeline_exit_layer, sv->pipeline_exit_layer);
-    if (r->num_speculations != 0 && (r->num_speculations < 1 || r->num_speculations > LS_MAX_SPECULATIONS))
-        return fail(msg, msg_len, "num_speculations %d is out of range [1, %d] (0 = the daemon's default %d)",
-                    r->num_speculations, LS_MAX_SPECULATIONS, sv->default_num_speculations);
-    p->num_speculations = r->num_speculations ? r->num_speculations : sv->default_num_speculations;
+    if (r->num_speculations != 0 && r->num_speculations != LSD_NUM_SPECULATIONS_AUTO &&
+        (r->num_speculations < 1 || r->num_speculations > LS_MAX_SPECULATIONS)) {
+        char def[16];
+        if (sv->default_num_speculations == LSD_NUM_SPECULATIONS_AUTO) snprintf(def, sizeof def, "auto");
+        else snprintf(def, sizeof def, "%d", sv->default_num_speculations);
+        return fail(msg, msg_len, "num_speculations %d is out of range [1, %d] (-1 = auto: k chosen per round in "
+                    "[0, %d]; 0 = the daemon's default, %s)", r->num_speculations, LS_MAX_SPECULATIONS,
+                    LS_AUTO_SPECULATIONS_MAX, def);
+    }
+    const int k = r->num_speculations ? r->num_speculations : sv->default_num_speculations;
+    p->auto_speculations = k == LSD_NUM_SPECULATIONS_AUTO;
+    p->num_speculations = p->auto_speculations ? LS_AUTO_SPECULATIONS_MAX : k;
     p->draft_min_p = sv->draft_min_p;
+    if (r->draft_source && r->draft_source[0]) {
+        if (ls_draft_source_parse(r->draft_source, &p->draft_source, &err) != LS_OK)
+            return fail(msg, msg_len, "draft_source: %s", err.msg);
+    } else {
+        p->draft_source = sv->default_draft_source;
+    }
+    p->adapter = sv->adapter;
+    /* its range is the adapter's table: ls_gen_params_check below names it */
+    p->draft_vocab = r->draft_vocab_option_case == LAYERSKIP__V1__GENERATE_REQUEST__DRAFT_VOCAB_OPTION_DRAFT_VOCAB
+                         ? r->draft_vocab : sv->default_draft_vocab;
     p->ignore_eog = r->ignore_eos;
 
     ls_sampling_default(&p->sampling);
@@ -259,7 +277,9 @@ out:
     return code;
 }
 
-static void fill_stats(const lsd_job *j, Layerskip__V1__Stats *st) {
+/* by_source and src: room for LS_N_DRAFT_SOURCES entries (the caller's, alive until packed) */
+static void fill_stats(const lsd_job *j, Layerskip__V1__Stats *st, Layerskip__V1__DraftSourceStats **by_source,
+                       Layerskip__V1__DraftSourceStats *src) {
     const ls_gen_params *p = &j->params;
     st->prompt_tokens = j->n_prompt;
     st->generated_tokens = j->n_ids;
@@ -275,6 +295,32 @@ static void fill_stats(const lsd_job *j, Layerskip__V1__Stats *st) {
     st->num_speculations = p->strategy == LS_STRATEGY_SELF_SPECULATIVE ? p->num_speculations : 0;
     st->seed = p->sampling.seed;
     st->rounds = j->gen.rounds;
+    if (p->strategy != LS_STRATEGY_SELF_SPECULATIVE) return;
+    if (p->auto_speculations) st->num_speculations = LSD_NUM_SPECULATIONS_AUTO;
+    st->draft_source = (char *)ls_draft_source_name(p->draft_source);
+    st->draft_vocab = p->draft_vocab;
+    /* every source but auto (a choice among them, never a drafter itself) */
+    st->n_by_source = 0;
+    for (int s = 0; s < LS_N_DRAFT_SOURCES; s++) {
+        if (s == LS_DRAFT_AUTO) continue;
+        Layerskip__V1__DraftSourceStats *d = &src[st->n_by_source];
+        layerskip__v1__draft_source_stats__init(d);
+        d->source = (char *)ls_draft_source_name((ls_draft_source)s);
+        d->drafted = j->gen.drafted_by[s];
+        d->accepted = j->gen.accepted_by[s];
+        by_source[st->n_by_source++] = d;
+    }
+    st->by_source = by_source;
+    int64_t rounds = 0, ksum = 0;
+    size_t n_k = 0;
+    for (int k = 0; k <= LS_MAX_SPECULATIONS; k++) {
+        rounds += j->gen.rounds_by_k[k];
+        ksum += (int64_t)k * j->gen.rounds_by_k[k];
+        if (j->gen.rounds_by_k[k]) n_k = (size_t)k + 1;
+    }
+    st->n_rounds_by_k = n_k;
+    st->rounds_by_k = (int64_t *)j->gen.rounds_by_k;
+    st->mean_k = rounds ? (double)ksum / (double)rounds : 0;
 }
 
 static int pack_msg(const ProtobufCMessage *m, uint8_t **out, size_t *out_len) {
@@ -288,7 +334,8 @@ static int pack_msg(const ProtobufCMessage *m, uint8_t **out, size_t *out_len) {
 int lsd_service_encode_response(const lsd_service *sv, const lsd_job *job, uint8_t **out, size_t *out_len) {
     Layerskip__V1__GenerateResponse r = LAYERSKIP__V1__GENERATE_RESPONSE__INIT;
     Layerskip__V1__Stats st = LAYERSKIP__V1__STATS__INIT;
-    fill_stats(job, &st);
+    Layerskip__V1__DraftSourceStats src[LS_N_DRAFT_SOURCES], *by_source[LS_N_DRAFT_SOURCES];
+    fill_stats(job, &st, by_source, src);
     r.request_id = (char *)job->request_id;
     r.text = job->text ? job->text : "";
     r.n_token_ids = (size_t)job->n_ids;
@@ -302,6 +349,7 @@ int lsd_service_encode_chunk(const lsd_service *sv, const lsd_job *job, const ch
                              const int32_t *ids, int n_ids, bool final, uint8_t **out, size_t *out_len) {
     Layerskip__V1__GenerateChunk c = LAYERSKIP__V1__GENERATE_CHUNK__INIT;
     Layerskip__V1__Stats st = LAYERSKIP__V1__STATS__INIT;
+    Layerskip__V1__DraftSourceStats src[LS_N_DRAFT_SOURCES], *by_source[LS_N_DRAFT_SOURCES];
     char *t = malloc(text_len + 1);
     if (!t) return -1;
     memcpy(t, text, text_len);
@@ -311,7 +359,7 @@ int lsd_service_encode_chunk(const lsd_service *sv, const lsd_job *job, const ch
     c.n_token_ids = (size_t)n_ids;
     c.token_ids = (int32_t *)ids;
     if (final) {
-        fill_stats(job, &st);
+        fill_stats(job, &st, by_source, src);
         c.finish_reason = (Layerskip__V1__FinishReason)job->finish_reason;
         c.stats = &st;
     }
@@ -469,17 +517,30 @@ grpc_status_code lsd_service_model_info(const lsd_service *sv, const uint8_t *re
     m.max_sessions = sv->max_sessions;
     m.max_queue = sv->max_queue;
     m.version = LSD_VERSION;
+    char *sources[LS_N_DRAFT_SOURCES];
+    for (int i = 0; i < LS_N_DRAFT_SOURCES; i++) sources[i] = (char *)ls_draft_source_name((ls_draft_source)i);
+    m.default_draft_source = (char *)ls_draft_source_name(sv->default_draft_source);
+    m.n_draft_sources = LS_N_DRAFT_SOURCES;
+    m.draft_sources = sources;
+    m.default_draft_vocab = sv->default_draft_vocab;
+    m.draft_adapter_exit_layer = sv->adapter ? ls_adapter_exit_layer(sv->adapter) : 0;
+    m.draft_vocab_max = sv->adapter ? ls_adapter_vocab_len(sv->adapter) : 0;
+    m.auto_speculations_max = LS_AUTO_SPECULATIONS_MAX;
     /* names come from files: never send invalid UTF-8 */
     char *name = utf8_clean(cfg->name, strlen(cfg->name), false);
     char *path = utf8_clean(sv->model_path, strlen(sv->model_path), false);
+    const char *apath = sv->adapter ? ls_adapter_path(sv->adapter) : "";
+    char *adapter = utf8_clean(apath, strlen(apath), false);
     grpc_status_code code = GRPC_STATUS_OK;
-    if (!name || !path) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); goto out; }
+    m.draft_adapter = adapter;
+    if (!name || !path || !adapter) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); goto out; }
     m.name = name;
     m.path = path;
     if (pack_msg(&m.base, out, out_len) != 0) { code = GRPC_STATUS_RESOURCE_EXHAUSTED; snprintf(msg, msg_len, "out of memory"); }
 out:
     free(name);
     free(path);
+    free(adapter);
     return code;
 }
 

@@ -29,8 +29,11 @@ typedef struct lsd_service {
     int default_max_tokens;
     ls_strategy default_strategy;
     int default_exit_layer;
-    int default_num_speculations;
+    int default_num_speculations; /* LSD_NUM_SPECULATIONS_AUTO (-1) = auto */
     float draft_min_p;
+    ls_draft_source default_draft_source;
+    int default_draft_vocab;    /* 0 = the full head */
+    const ls_adapter *adapter;  /* --draft-adapter (requests use it), NULL = none */
     int max_sessions, max_queue;
     /* MPI pipeline (n_stages > 0): its stages, and the drafter stage's end,
      * which early_exit / self_speculative requests must use as exit_layer */

@@ -74,6 +74,9 @@ static void test_defaults(void) {
     CHECK_EQ_INT(c.exit_layer, 0);
     CHECK_EQ_INT(c.num_speculations, 4);
     CHECK_NEAR(c.draft_min_p, 0.95, 1e-6);
+    CHECK_STR_EQ(c.draft_source, "auto");
+    CHECK_STR_EQ(c.draft_adapter, "");
+    CHECK_EQ_INT(c.draft_vocab, 0);
     CHECK_STR_EQ(c.tls_cert, "");
     CHECK_STR_EQ(c.tls_key, "");
     CHECK_STR_EQ(c.auth_token_file, "");
@@ -101,7 +104,8 @@ static void test_every_flag(void) {
           "--strategy", "self_speculative", "--exit-layer", "6", "--num-speculations", "32",
           "--draft-min-p", "0.5", "--tls-cert", "/c.pem", "--tls-key", "/k.pem", "--auth-token-file", "/t",
           "--metrics-listen", "127.0.0.1:9090", "--log-level", "debug", "--max-request-bytes", "4096",
-          "--drain-seconds", "0");
+          "--drain-seconds", "0", "--draft-source", "lookup", "--draft-adapter", "/m/a.E6.gguf",
+          "--draft-vocab", "4096");
     CHECK_EQ_INT(_res, LSD_CONFIG_OK);
     if (_res != LSD_CONFIG_OK) fprintf(stderr, "  err: %s\n", err);
     CHECK_STR_EQ(c.model, "/m/model.gguf");
@@ -122,6 +126,21 @@ static void test_every_flag(void) {
     CHECK_STR_EQ(c.log_level, "debug");
     CHECK_EQ_INT(c.max_request_bytes, 4096);
     CHECK_EQ_INT(c.drain_seconds, 0);
+    CHECK_STR_EQ(c.draft_source, "lookup");
+    CHECK_STR_EQ(c.draft_adapter, "/m/a.E6.gguf");
+    CHECK_EQ_INT(c.draft_vocab, 4096);
+
+    /* --num-speculations auto, in both spellings; a number after it wins again */
+    PARSE(&c, err, "--model", "x", "--num-speculations", "auto");
+    CHECK_EQ_INT(_res, LSD_CONFIG_OK);
+    CHECK_EQ_INT(c.num_speculations, LSD_NUM_SPECULATIONS_AUTO);
+    PARSE(&c, err, "--model", "x", "--num-speculations=auto", "--num-speculations", "6");
+    CHECK_EQ_INT(_res, LSD_CONFIG_OK);
+    CHECK_EQ_INT(c.num_speculations, 6);
+    PARSE(&c, err, "--model", "x", "--draft-source=adapter", "--draft-vocab=0");
+    CHECK_EQ_INT(_res, LSD_CONFIG_OK);
+    CHECK_STR_EQ(c.draft_source, "adapter");
+    CHECK_EQ_INT(c.draft_vocab, 0);
 
     /* --name=value spelling, bounds inclusive, ctx 0 (automatic) allowed */
     PARSE(&c, err, "--model=x", "--threads=1024", "--ctx=0", "--max-sessions=1", "--draft-min-p=0",
@@ -164,6 +183,9 @@ static void test_config_file(void) {
         "draft-min-p = 0.25\n"
         "threads = 6\n"
         "metrics-listen =\n"
+        "num-speculations = auto  # k per round\n"
+        "draft-source = exit\n"
+        "draft-adapter = \"/models/a #1.gguf\"\n"
         "log-level = warn");
     REQUIRE(path);
     lsd_config c;
@@ -181,6 +203,9 @@ static void test_config_file(void) {
     CHECK_NEAR(c.draft_min_p, 0.25, 1e-7);
     CHECK_STR_EQ(c.metrics_listen, "");
     CHECK_STR_EQ(c.log_level, "warn");
+    CHECK_EQ_INT(c.num_speculations, LSD_NUM_SPECULATIONS_AUTO);
+    CHECK_STR_EQ(c.draft_source, "exit");
+    CHECK_STR_EQ(c.draft_adapter, "/models/a #1.gguf");
     CHECK_STR_EQ(c.config_file, path);
     remove(path);
 }
@@ -256,7 +281,16 @@ static void test_flag_errors(void) {
     EXPECT_ERROR("--max-sessions: 1025 is out of range", "[1, 1024]", "--model", "m", "--max-sessions", "1025");
     EXPECT_ERROR("--ctx: 8 is out of range", "or 0", "--model", "m", "--ctx", "8");
     EXPECT_ERROR("--ctx", "out of range", "--model", "m", "--ctx", "1048577");
-    EXPECT_ERROR("--num-speculations: 33 is out of range", "[1, 32]", "--model", "m", "--num-speculations", "33");
+    EXPECT_ERROR("--num-speculations: 33 is out of range", "[1, 32] or auto", "--model", "m", "--num-speculations", "33");
+    EXPECT_ERROR("--num-speculations: 0 is out of range", "[1, 32] or auto", "--model", "m", "--num-speculations", "0");
+    EXPECT_ERROR("--num-speculations: -1 is out of range", "or auto", "--model", "m", "--num-speculations", "-1");
+    EXPECT_ERROR("--num-speculations: 'Auto' is not a whole number", "[1, 32] or auto", "--model", "m",
+                 "--num-speculations", "Auto");
+    EXPECT_ERROR("--draft-source: unknown value 'kangaroo'", "auto, exit, adapter, lookup",
+                 "--model", "m", "--draft-source", "kangaroo");
+    EXPECT_ERROR("--draft-source: empty value", NULL, "--model", "m", "--draft-source=");
+    EXPECT_ERROR("--draft-vocab: -1 is out of range", "[0, 16777216]", "--model", "m", "--draft-vocab", "-1");
+    EXPECT_ERROR("--draft-vocab", "not a whole number", "--model", "m", "--draft-vocab", "auto");
     EXPECT_ERROR("--max-queue: -1 is out of range", NULL, "--model", "m", "--max-queue", "-1");
     EXPECT_ERROR("--draft-min-p", "[0, 1]", "--model", "m", "--draft-min-p", "1.5");
     EXPECT_ERROR("--draft-min-p", "not a number", "--model", "m", "--draft-min-p", "nan");
@@ -340,7 +374,10 @@ static void test_help_and_version(void) {
     }
     CHECK(lsd_config_option_name(lsd_config_option_count()) == NULL);
     CHECK(strstr(buf, "default: 127.0.0.1:50051") != NULL);
-    CHECK(strstr(buf, "range [1, 32]") != NULL);
+    CHECK(strstr(buf, "range [1, 32] or auto") != NULL);
+    CHECK(strstr(buf, "--num-speculations K|auto") != NULL);
+    CHECK(strstr(buf, "--draft-source NAME") != NULL);
+    CHECK(strstr(buf, "default: auto") != NULL);
     CHECK(strstr(buf, "--version") != NULL);
     free(buf);
 
@@ -475,8 +512,8 @@ static void test_log(void) {
     /* a thread count that differs from the default (online CPUs) */
     char *threads = sysconf(_SC_NPROCESSORS_ONLN) == 3 ? "5" : "3";
     char *argv[] = {"layerskipd", "--model", "m.gguf", "--threads", threads, "--auth-token-file", "/secret/tok",
-                    "--draft-min-p", "0.5"};
-    REQUIRE(lsd_config_parse(&c, 9, argv, err, sizeof err) == LSD_CONFIG_OK);
+                    "--draft-min-p", "0.5", "--num-speculations", "auto"};
+    REQUIRE(lsd_config_parse(&c, 11, argv, err, sizeof err) == LSD_CONFIG_OK);
     char want_threads[64];
     snprintf(want_threads, sizeof want_threads, "info: option threads = %s\n", threads);
     capture_begin(&errc, 2, "daemon_log_cfg.txt");
@@ -486,10 +523,11 @@ static void test_log(void) {
     CHECK(strstr(text, want_threads) != NULL);
     CHECK(strstr(text, "info: option draft-min-p = 0.5\n") != NULL);
     CHECK(strstr(text, "info: option auth-token-file = /secret/tok\n") != NULL);
+    CHECK(strstr(text, "info: option num-speculations = auto\n") != NULL);
     CHECK(strstr(text, "max-sessions") == NULL);
     lines = 0;
     for (const char *p = text; *p; p++) lines += *p == '\n';
-    CHECK_EQ_INT(lines, 4);
+    CHECK_EQ_INT(lines, 5);
     free(text);
 }
 

@@ -4,8 +4,11 @@
  * the job the scheduler expects, and responses decode back. */
 #include "service.h"
 
+#include "config.h" /* LSD_NUM_SPECULATIONS_AUTO, LS_AUTO_SPECULATIONS_MAX */
 #include "layerskip/v1/layerskip.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "gguf_writer.h"
+#include "layerskip/tokenizer.h"
 #include "test_util.h"
 
 static ls_model *model;
@@ -208,6 +211,195 @@ static void test_tokenize_and_info(void) {
     free(out);
 }
 
+/* a draft adapter holding only a frequency table of n_table tokens (ids 0..n-1) for
+ * model m, E = 7 (docs/ADAPTER.md; the vocabulary hash computed here, as documented) */
+static bool write_table_adapter(const ls_model *m, int n_table, const char *path) {
+    const ls_config *c = ls_model_config(m);
+    const ls_tokenizer *t = ls_model_tokenizer(m);
+    uint64_t h = 1469598103934665603ull;
+    for (int32_t i = 0; i < ls_tokenizer_n_vocab(t); i++) {
+        const char *p = ls_tokenizer_piece(t, i);
+        const size_t n = p ? ls_tokenizer_piece_len(t, i) : 0;
+        for (size_t j = 0; j < n; j++) h = (h ^ (uint8_t)p[j]) * 1099511628211ull;
+        h *= 1099511628211ull; /* the 0 byte after each piece */
+    }
+    int32_t *table = malloc(sizeof(int32_t) * (size_t)n_table);
+    for (int i = 0; i < n_table; i++) table[i] = i;
+    gguf_writer *w = gguf_writer_init();
+    gguf_writer_add_str(w, "general.architecture", "layerskip-adapter");
+    gguf_writer_add_u32(w, "layerskip.adapter.version", 1);
+    gguf_writer_add_u32(w, "layerskip.adapter.exit_layer", 7);
+    gguf_writer_add_u32(w, "layerskip.adapter.ffn_dim", 0);
+    gguf_writer_add_bool(w, "layerskip.adapter.has_block", false);
+    gguf_writer_add_str(w, "layerskip.base.architecture", c->arch);
+    gguf_writer_add_u32(w, "layerskip.base.block_count", (uint32_t)c->n_layers);
+    gguf_writer_add_u32(w, "layerskip.base.embedding_length", (uint32_t)c->dim);
+    gguf_writer_add_u32(w, "layerskip.base.feed_forward_length", (uint32_t)c->ffn_dim);
+    gguf_writer_add_u32(w, "layerskip.base.head_count", (uint32_t)c->n_heads);
+    gguf_writer_add_u32(w, "layerskip.base.head_count_kv", (uint32_t)c->n_kv_heads);
+    gguf_writer_add_u32(w, "layerskip.base.vocab_size", (uint32_t)c->n_vocab);
+    gguf_writer_add_u64(w, "layerskip.base.vocab_hash", h);
+    gguf_writer_add_arr(w, "layerskip.draft_vocab", GGUF_TYPE_INT32, table, (uint64_t)n_table);
+    bool ok = gguf_writer_write(w, path);
+    gguf_writer_free(w);
+    free(table);
+    return ok;
+}
+
+/* draft_source, draft_vocab and num_speculations -1 (auto): request -> ls_gen_params,
+ * the engine's refusals as INVALID_ARGUMENT, the daemon's defaults, and the
+ * per-source and per-k statistics in the response */
+static void test_draft_options(void) {
+    Layerskip__V1__GenerateRequest r = LAYERSKIP__V1__GENERATE_REQUEST__INIT;
+    r.input_case = LAYERSKIP__V1__GENERATE_REQUEST__INPUT_PROMPT;
+    r.prompt = "The capital of France is";
+    r.strategy = "self_speculative";
+    r.draft_source = "bogus";
+    expect_invalid(&r, "draft_source: unknown draft source \"bogus\" (valid: auto, exit, adapter, lookup)");
+    r.draft_source = "adapter";
+    expect_invalid(&r, "draft source adapter needs an adapter");
+    r.draft_source = "";
+    r.draft_vocab_option_case = LAYERSKIP__V1__GENERATE_REQUEST__DRAFT_VOCAB_OPTION_DRAFT_VOCAB;
+    r.draft_vocab = 5;
+    expect_invalid(&r, "draft_vocab 5 needs a frequency table");
+    r.draft_vocab = 0; /* explicitly the full head */
+    r.num_speculations = -2;
+    expect_invalid(&r, "num_speculations -2 is out of range [1, 32] (-1 = auto");
+
+    lsd_job job;
+    char msg[1024];
+    r.num_speculations = -1;
+    r.draft_source = "lookup";
+    CHECK_EQ_INT(prepare(&r, &job, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK(job.params.auto_speculations);
+    CHECK_EQ_INT(job.params.num_speculations, LS_AUTO_SPECULATIONS_MAX);
+    CHECK_EQ_INT(job.params.draft_source, LS_DRAFT_LOOKUP);
+    CHECK_EQ_INT(job.params.draft_vocab, 0);
+    CHECK(job.params.adapter == NULL);
+
+    /* statistics: every real source in order, rounds by k up to the last used, mean k, -1 for auto */
+    job.gen.drafted = 9;
+    job.gen.accepted = 6;
+    job.gen.rounds = 5;
+    job.gen.drafted_by[LS_DRAFT_EXIT] = 4;
+    job.gen.accepted_by[LS_DRAFT_EXIT] = 2;
+    job.gen.drafted_by[LS_DRAFT_LOOKUP] = 5;
+    job.gen.accepted_by[LS_DRAFT_LOOKUP] = 4;
+    job.gen.rounds_by_k[0] = 1;
+    job.gen.rounds_by_k[2] = 2;
+    job.gen.rounds_by_k[3] = 2;
+    uint8_t *out;
+    size_t len;
+    for (int chunk = 0; chunk < 2; chunk++) {
+        if (chunk) REQUIRE(lsd_service_encode_chunk(&sv, &job, "", 0, NULL, 0, true, &out, &len) == 0);
+        else REQUIRE(lsd_service_encode_response(&sv, &job, &out, &len) == 0);
+        Layerskip__V1__Stats *st;
+        Layerskip__V1__GenerateResponse *resp = NULL;
+        Layerskip__V1__GenerateChunk *ch = NULL;
+        if (chunk) st = (ch = layerskip__v1__generate_chunk__unpack(NULL, len, out)) ? ch->stats : NULL;
+        else st = (resp = layerskip__v1__generate_response__unpack(NULL, len, out)) ? resp->stats : NULL;
+        REQUIRE(st != NULL);
+        CHECK_EQ_INT(st->num_speculations, -1);
+        CHECK_STR_EQ(st->draft_source, "lookup");
+        CHECK_EQ_INT(st->draft_vocab, 0);
+        REQUIRE(st->n_by_source == 3);
+        CHECK_STR_EQ(st->by_source[0]->source, "exit");
+        CHECK_STR_EQ(st->by_source[1]->source, "adapter");
+        CHECK_STR_EQ(st->by_source[2]->source, "lookup");
+        CHECK_EQ_INT(st->by_source[0]->drafted, 4);
+        CHECK_EQ_INT(st->by_source[0]->accepted, 2);
+        CHECK_EQ_INT(st->by_source[1]->drafted, 0);
+        CHECK_EQ_INT(st->by_source[2]->drafted, 5);
+        CHECK_EQ_INT(st->by_source[2]->accepted, 4);
+        REQUIRE(st->n_rounds_by_k == 4);
+        CHECK_EQ_INT(st->rounds_by_k[0], 1);
+        CHECK_EQ_INT(st->rounds_by_k[1], 0);
+        CHECK_EQ_INT(st->rounds_by_k[3], 2);
+        CHECK_NEAR(st->mean_k, (0 * 1 + 2 * 2 + 3 * 2) / 5.0, 1e-12);
+        if (ch) layerskip__v1__generate_chunk__free_unpacked(ch, NULL);
+        if (resp) layerskip__v1__generate_response__free_unpacked(resp, NULL);
+        free(out);
+    }
+    lsd_job_clear(&job);
+
+    /* the daemon's defaults fill what the request leaves out; other strategies carry none of it */
+    r.num_speculations = 0;
+    r.draft_source = "";
+    r.draft_vocab_option_case = LAYERSKIP__V1__GENERATE_REQUEST__DRAFT_VOCAB_OPTION__NOT_SET;
+    sv.default_num_speculations = LSD_NUM_SPECULATIONS_AUTO;
+    sv.default_draft_source = LS_DRAFT_EXIT;
+    CHECK_EQ_INT(prepare(&r, &job, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK(job.params.auto_speculations);
+    CHECK_EQ_INT(job.params.draft_source, LS_DRAFT_EXIT);
+    lsd_job_clear(&job);
+    r.num_speculations = 3;
+    CHECK_EQ_INT(prepare(&r, &job, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK(!job.params.auto_speculations);
+    CHECK_EQ_INT(job.params.num_speculations, 3);
+    lsd_job_clear(&job);
+    r.strategy = "autoregressive";
+    CHECK_EQ_INT(prepare(&r, &job, msg, sizeof msg), GRPC_STATUS_OK);
+    REQUIRE(lsd_service_encode_response(&sv, &job, &out, &len) == 0);
+    Layerskip__V1__GenerateResponse *resp = layerskip__v1__generate_response__unpack(NULL, len, out);
+    REQUIRE(resp != NULL);
+    CHECK_STR_EQ(resp->stats->draft_source, "");
+    CHECK_EQ_INT(resp->stats->n_by_source, 0);
+    CHECK_EQ_INT(resp->stats->n_rounds_by_k, 0);
+    CHECK_EQ_INT(resp->stats->num_speculations, 0);
+    layerskip__v1__generate_response__free_unpacked(resp, NULL);
+    free(out);
+    lsd_job_clear(&job);
+    r.strategy = "self_speculative";
+    sv.default_num_speculations = 4;
+    sv.default_draft_source = LS_DRAFT_AUTO;
+
+    /* with a loaded adapter (a frequency table of 100 tokens): its range, and ModelInfo */
+    const char *path = tu_tmp_path("daemon_service_table.gguf");
+    REQUIRE(write_table_adapter(model, 100, path));
+    ls_adapter *a = NULL;
+    ls_err err;
+    if (ls_adapter_load(path, model, &a, &err) != LS_OK) fprintf(stderr, "  %s\n", err.msg);
+    REQUIRE(a != NULL);
+    sv.adapter = a;
+    r.draft_vocab_option_case = LAYERSKIP__V1__GENERATE_REQUEST__DRAFT_VOCAB_OPTION_DRAFT_VOCAB;
+    r.draft_vocab = 101;
+    expect_invalid(&r, "draft_vocab 101 is out of range [1, 100]");
+    r.draft_vocab = -1;
+    expect_invalid(&r, "draft_vocab -1 is out of range [1, 100]");
+    r.draft_vocab = 0;
+    r.draft_source = "adapter";
+    expect_invalid(&r, "holds only a frequency table");
+    r.draft_source = "";
+    r.draft_vocab = 100;
+    CHECK_EQ_INT(prepare(&r, &job, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ_INT(job.params.draft_vocab, 100);
+    CHECK(job.params.adapter == a);
+    lsd_job_clear(&job);
+    sv.default_draft_vocab = 50;
+    r.draft_vocab_option_case = LAYERSKIP__V1__GENERATE_REQUEST__DRAFT_VOCAB_OPTION__NOT_SET;
+    CHECK_EQ_INT(prepare(&r, &job, msg, sizeof msg), GRPC_STATUS_OK);
+    CHECK_EQ_INT(job.params.draft_vocab, 50);
+    lsd_job_clear(&job);
+
+    REQUIRE(lsd_service_model_info(&sv, NULL, 0, &out, &len, msg, sizeof msg) == GRPC_STATUS_OK);
+    Layerskip__V1__ModelInfo *mi = layerskip__v1__model_info__unpack(NULL, len, out);
+    REQUIRE(mi != NULL);
+    CHECK_STR_EQ(mi->default_draft_source, "auto");
+    REQUIRE(mi->n_draft_sources == 4);
+    CHECK_STR_EQ(mi->draft_sources[3], "lookup");
+    CHECK_EQ_INT(mi->default_draft_vocab, 50);
+    CHECK_STR_EQ(mi->draft_adapter, path);
+    CHECK_EQ_INT(mi->draft_adapter_exit_layer, 7);
+    CHECK_EQ_INT(mi->draft_vocab_max, 100);
+    CHECK_EQ_INT(mi->auto_speculations_max, LS_AUTO_SPECULATIONS_MAX);
+    layerskip__v1__model_info__free_unpacked(mi, NULL);
+    free(out);
+    sv.adapter = NULL;
+    sv.default_draft_vocab = 0;
+    ls_adapter_free(a);
+    remove(path);
+}
+
 static void test_utf8(void) {
     CHECK(lsd_utf8_valid("caf\xc3\xa9", 5));
     CHECK(!lsd_utf8_valid("\xc0\xaf", 2));         /* overlong */
@@ -227,6 +419,7 @@ int main(void) {
                        .default_num_speculations = 4, .draft_min_p = 0.95f, .max_sessions = 2, .max_queue = 8};
     RUN(test_validation);
     RUN(test_good_request);
+    RUN(test_draft_options);
     RUN(test_tokenize_and_info);
     RUN(test_utf8);
     ls_model_free(model);
