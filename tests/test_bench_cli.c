@@ -1,6 +1,11 @@
 /* layerskip-bench as a user runs it: --json carries the documented fields
  * and its greedy text is reproducible; --tokenize prints the ids as a JSON
- * array; sampling with a seed is reproducible; bad flags exit 2. */
+ * array; sampling with a seed is reproducible; bad flags exit 2; the draft
+ * options (--draft-source, --draft-adapter, --draft-vocab, --num-speculations
+ * auto) reach the JSON, the CSV and the output stays the autoregressive one. */
+#include "gguf_writer.h"
+#include "layerskip/engine.h"
+#include "layerskip/tokenizer.h"
 #include "test_util.h"
 
 #include <cJSON.h>
@@ -145,11 +150,170 @@ static void test_layerskip_modes(void) {
     free(out);
 }
 
+/* a draft adapter holding only a frequency table of n_table tokens (ids 0..n-1),
+ * trained-after layer E, for the default model (docs/ADAPTER.md; the same
+ * helper as tests/test_daemon_service.c) */
+static bool write_table_adapter(int E, int n_table, const char *path) {
+    ls_model *m;
+    ls_err err;
+    if (ls_model_load(tu_default_model(), &m, &err) != LS_OK) return false;
+    const ls_config *c = ls_model_config(m);
+    const ls_tokenizer *t = ls_model_tokenizer(m);
+    uint64_t h = 1469598103934665603ull;
+    for (int32_t i = 0; i < ls_tokenizer_n_vocab(t); i++) {
+        const char *p = ls_tokenizer_piece(t, i);
+        const size_t n = p ? ls_tokenizer_piece_len(t, i) : 0;
+        for (size_t j = 0; j < n; j++) h = (h ^ (uint8_t)p[j]) * 1099511628211ull;
+        h *= 1099511628211ull; /* the 0 byte after each piece */
+    }
+    int32_t *table = malloc(sizeof(int32_t) * (size_t)n_table);
+    for (int i = 0; i < n_table; i++) table[i] = i;
+    gguf_writer *w = gguf_writer_init();
+    gguf_writer_add_str(w, "general.architecture", "layerskip-adapter");
+    gguf_writer_add_u32(w, "layerskip.adapter.version", 1);
+    gguf_writer_add_u32(w, "layerskip.adapter.exit_layer", (uint32_t)E);
+    gguf_writer_add_u32(w, "layerskip.adapter.ffn_dim", 0);
+    gguf_writer_add_bool(w, "layerskip.adapter.has_block", false);
+    gguf_writer_add_str(w, "layerskip.base.architecture", c->arch);
+    gguf_writer_add_u32(w, "layerskip.base.block_count", (uint32_t)c->n_layers);
+    gguf_writer_add_u32(w, "layerskip.base.embedding_length", (uint32_t)c->dim);
+    gguf_writer_add_u32(w, "layerskip.base.feed_forward_length", (uint32_t)c->ffn_dim);
+    gguf_writer_add_u32(w, "layerskip.base.head_count", (uint32_t)c->n_heads);
+    gguf_writer_add_u32(w, "layerskip.base.head_count_kv", (uint32_t)c->n_kv_heads);
+    gguf_writer_add_u32(w, "layerskip.base.vocab_size", (uint32_t)c->n_vocab);
+    gguf_writer_add_u64(w, "layerskip.base.vocab_hash", h);
+    gguf_writer_add_arr(w, "layerskip.draft_vocab", GGUF_TYPE_INT32, table, (uint64_t)n_table);
+    bool ok = gguf_writer_write(w, path);
+    gguf_writer_free(w);
+    free(table);
+    ls_model_free(m);
+    return ok;
+}
+
+/* --draft-source, --draft-adapter, --draft-vocab, --num-speculations auto:
+ * the JSON fields, per-source counts and the k distribution, greedy output
+ * unchanged, E defaulting to the adapter's, the engine's refusals (exit 2),
+ * an unreadable adapter (exit 1), and auto as a --sweep-k column */
+static void test_draft_options(void) {
+    int rc;
+    char *ar = run("--prompt 'The capital of France is' -n 12 --json", &rc);
+    CHECK_EQ_INT(rc, 0);
+    char *out = run("--prompt 'The capital of France is' -n 12 --generation-strategy self_speculative "
+                    "--draft-source lookup --num-speculations auto --json", &rc);
+    CHECK_EQ_INT(rc, 0);
+    cJSON *ja = cJSON_Parse(ar), *j = cJSON_Parse(out);
+    REQUIRE(ja && j);
+    char *ids_a = cJSON_PrintUnformatted(cJSON_GetObjectItem(ja, "token_ids"));
+    char *ids_s = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "token_ids"));
+    CHECK_STR_EQ(ids_s, ids_a); /* lossless */
+    free(ids_a);
+    free(ids_s);
+    CHECK(cJSON_IsTrue(cJSON_GetObjectItem(j, "auto_speculations")));
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "num_speculations")->valueint, 8);
+    CHECK_STR_EQ(cJSON_GetObjectItem(j, "draft_source")->valuestring, "lookup");
+    CHECK(cJSON_IsNull(cJSON_GetObjectItem(j, "draft_adapter")));
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "draft_vocab")->valueint, 0);
+    const cJSON *by = cJSON_GetObjectItem(j, "drafted_by"), *acc = cJSON_GetObjectItem(j, "accepted_by");
+    REQUIRE(by && acc);
+    CHECK_EQ_INT(cJSON_GetArraySize(by), 3);
+    CHECK(cJSON_GetObjectItem(by, "auto") == NULL);
+    CHECK_EQ_INT(cJSON_GetObjectItem(by, "exit")->valueint + cJSON_GetObjectItem(by, "adapter")->valueint, 0);
+    CHECK_EQ_INT(cJSON_GetObjectItem(by, "lookup")->valueint, cJSON_GetObjectItem(j, "drafted")->valueint);
+    CHECK_EQ_INT(cJSON_GetObjectItem(acc, "lookup")->valueint, cJSON_GetObjectItem(j, "accepted")->valueint);
+    const cJSON *hist = cJSON_GetObjectItem(j, "rounds_by_k");
+    REQUIRE(cJSON_IsArray(hist));
+    int rounds = 0, ksum = 0, k = 0;
+    for (const cJSON *e = hist->child; e; e = e->next, k++) {
+        rounds += e->valueint;
+        ksum += k * e->valueint;
+    }
+    CHECK(cJSON_GetArraySize(hist) <= 9); /* k in [0, 8] */
+    CHECK_EQ_INT(rounds, cJSON_GetObjectItem(j, "rounds")->valueint);
+    CHECK_NEAR(cJSON_GetObjectItem(j, "mean_k")->valuedouble, rounds ? (double)ksum / rounds : 0, 1e-9);
+    cJSON_Delete(j);
+    free(out);
+
+    /* a frequency-table adapter trained after layer 12: E follows it, --draft-vocab within its table */
+    char adapter[512], args[2048];
+    snprintf(adapter, sizeof adapter, "%s", tu_tmp_path("bench-table.E12.gguf"));
+    REQUIRE(write_table_adapter(12, 200, adapter));
+    snprintf(args, sizeof args, "--prompt 'The capital of France is' -n 12 --generation-strategy self_speculative "
+             "--draft-adapter %s --draft-vocab 150 --draft-source exit --json", adapter);
+    out = run(args, &rc);
+    CHECK_EQ_INT(rc, 0);
+    j = cJSON_Parse(out);
+    REQUIRE(j);
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "exit_layer")->valueint, 12);
+    CHECK_STR_EQ(cJSON_GetObjectItem(j, "draft_adapter")->valuestring, adapter);
+    CHECK_EQ_INT(cJSON_GetObjectItem(j, "draft_vocab")->valueint, 150);
+    CHECK_EQ_INT(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "drafted_by"), "exit")->valueint,
+                 cJSON_GetObjectItem(j, "drafted")->valueint);
+    ids_a = cJSON_PrintUnformatted(cJSON_GetObjectItem(ja, "token_ids"));
+    ids_s = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "token_ids"));
+    CHECK_STR_EQ(ids_s, ids_a);
+    free(ids_a);
+    free(ids_s);
+    cJSON_Delete(j);
+    free(out);
+    cJSON_Delete(ja);
+    free(ar);
+
+    const char *bad2[] = {"--draft-vocab 201", "--draft-source adapter", "--draft-vocab -1"};
+    for (size_t i = 0; i < sizeof bad2 / sizeof bad2[0]; i++) {
+        snprintf(args, sizeof args, "--generation-strategy self_speculative --draft-adapter %s %s", adapter, bad2[i]);
+        out = run(args, &rc);
+        if (rc != 2) fprintf(stderr, "  '%s' exited %d\n", bad2[i], rc);
+        CHECK_EQ_INT(rc, 2);
+        free(out);
+    }
+    const char *bad[] = {"--draft-source bogus", "--num-speculations autox", "--num-speculations Auto",
+                         "--generation-strategy self_speculative --draft-vocab 5",
+                         "--generation-strategy self_speculative --draft-source adapter",
+                         "--sweep-exit 10:10 --sweep-k 1,nope", "--sweep-exit 10:10 --sweep-k 2:1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        out = run(bad[i], &rc);
+        if (rc != 2) fprintf(stderr, "  '%s' exited %d\n", bad[i], rc);
+        CHECK_EQ_INT(rc, 2);
+        free(out);
+    }
+    out = run("--draft-adapter /nonexistent/adapter.gguf", &rc);
+    CHECK_EQ_INT(rc, 1);
+    free(out);
+
+    /* auto as a --sweep-k column, with the per-source and k columns */
+    char prompts[512], csv[512], png[512];
+    snprintf(prompts, sizeof prompts, "%s", tu_tmp_path("bench-prompts-auto.txt"));
+    snprintf(csv, sizeof csv, "%s", tu_tmp_path("bench-sweep-auto.csv"));
+    snprintf(png, sizeof png, "%s", tu_tmp_path("bench-sweep-auto.png"));
+    FILE *f = fopen(prompts, "w");
+    REQUIRE(f);
+    fputs("1, 2, 3, 4, 1, 2, 3, 4,\n", f);
+    fclose(f);
+    snprintf(args, sizeof args, "-f %s -n 6 --sweep-exit 10:10 --sweep-k 2,auto --csv %s --heatmap %s", prompts, csv,
+             png);
+    out = run(args, &rc);
+    CHECK_EQ_INT(rc, 0);
+    free(out);
+    char *table = tu_read_file(csv, NULL);
+    REQUIRE(table);
+    int lines = 0;
+    for (char *c = table; *c; c++) lines += *c == '\n';
+    CHECK_EQ_INT(lines, 1 + 2);
+    CHECK(strstr(table, ",mean_k,rounds_by_k,drafted_exit,accepted_exit,drafted_adapter,accepted_adapter,"
+                        "drafted_lookup,accepted_lookup\n") != NULL);
+    CHECK(strstr(table, "\n10,2,") != NULL);
+    CHECK(strstr(table, "\n10,auto,") != NULL);
+    CHECK(strstr(table, ",no,") == NULL);
+    free(table);
+    remove(adapter);
+}
+
 int main(void) {
     RUN(test_json);
     RUN(test_tokenize);
     RUN(test_seeded_sampling);
     RUN(test_bad_flags);
     RUN(test_layerskip_modes);
+    RUN(test_draft_options);
     TEST_MAIN_END();
 }

@@ -142,7 +142,7 @@ static bool write_png(const canvas *cv, const char *path) {
 }
 
 bool ls_heatmap_png(const char *path, const char *title, const int *rows, int n_rows, const char *row_label,
-                    const int *cols, int n_cols, const char *col_label, const double *values,
+                    const char *const *cols, int n_cols, const char *col_label, const double *values,
                     int decimals, const char *suffix) {
     const int s = 2, cell_w = 64, cell_h = 26, left = 70, top = 56, pad = 12;
     canvas cv = {.w = left + n_cols * cell_w + pad, .h = top + n_rows * cell_h + pad};
@@ -159,7 +159,7 @@ bool ls_heatmap_png(const char *path, const char *title, const int *rows, int n_
     snprintf(buf, sizeof buf, "%s", col_label);
     text(&cv, pad, top - 9 * s - 4, s, buf, grey);
     for (int c = 0; c < n_cols; c++) {
-        snprintf(buf, sizeof buf, "%d", cols[c]);
+        snprintf(buf, sizeof buf, "%s", cols[c]);
         text(&cv, left + c * cell_w + (cell_w - text_width(buf, s)) / 2, top - 8 * s - 2, s, buf, black);
     }
     for (int r = 0; r < n_rows; r++) {

@@ -15,6 +15,15 @@
 #include <string.h>
 #include <sys/resource.h>
 
+/* --num-speculations auto: k per round in [0, this] (layerskipd's auto is
+ * the same bound, daemon/config.h; the name is the engine's so that
+ * speculate.h can take it over) */
+#ifndef LS_AUTO_SPECULATIONS_MAX
+#define LS_AUTO_SPECULATIONS_MAX 8
+#endif
+#define XSTR(x) STR(x)
+#define STR(x) #x
+
 static const char *usage_text =
     "usage: layerskip-bench --model PATH [options]\n"
     "\n"
@@ -39,12 +48,24 @@ static const char *usage_text =
     "      --no-bos              do not prepend BOS even if the model asks for it\n"
     "      --ignore-eos          keep generating past end-of-generation tokens (benchmarks)\n"
     "      --generation-strategy S  autoregressive (default), early_exit or self_speculative\n"
-    "      --exit-layer E        draft/exit after layers [0, E), 1 <= E <= L-1 (default L/4)\n"
-    "      --num-speculations K  drafts per verification round, 1..32 (default 4)\n"
+    "      --exit-layer E        draft/exit after layers [0, E), 1 <= E <= L-1 (default: the\n"
+    "                            --draft-adapter's E if one is given, else L/4)\n"
+    "      --num-speculations K|auto  drafts per verification round, 1..32 (default 4); auto: k\n"
+    "                            chosen every round in [0, " XSTR(LS_AUTO_SPECULATIONS_MAX) "] from the acceptance so far and\n"
+    "                            the measured cost of drafting and verifying (0 = a plain step)\n"
     "      --draft-min-p P       stop drafting a round when the draft's top probability < P\n"
     "                            (0 = off; default 0.95, the best measured in BENCHMARKS.md)\n"
+    "      --draft-source S      self_speculative drafts from: exit (layers [0, E) + the model's\n"
+    "                            head), adapter (layers [0, E) + --draft-adapter's block), lookup\n"
+    "                            (n-gram copies of the prompt and text so far, no model compute)\n"
+    "                            or auto (lookup when it matches, else adapter if loaded, else\n"
+    "                            exit; the default)\n"
+    "      --draft-adapter PATH  draft adapter GGUF for this model (docs/ADAPTER.md)\n"
+    "      --draft-vocab N       drafts score only the N most frequent tokens of the adapter's\n"
+    "                            frequency table (0 = the full head, default); output unchanged\n"
     "      --sweep-exit A:B[:S]  sweep E over A..B (step S) x --sweep-k over the prompts\n"
-    "      --sweep-k A:B         (one per line of --prompt-file, or --prompt); prints a grid of\n"
+    "      --sweep-k LIST        (one per line of --prompt-file, or --prompt); LIST is comma-\n"
+    "                            separated K, A:B[:S] and auto, e.g. 1:8,auto; prints a grid of\n"
     "                            acceptance and tok/s, writes --csv and --heatmap\n"
     "      --csv FILE            sweep table (default sweep.csv)\n"
     "      --heatmap FILE        sweep heat map, PNG (default sweep.png)\n"
@@ -62,8 +83,12 @@ static const char *usage_text =
     "\n"
     "JSON fields: model, text, token_ids, prompt_tokens, generated_tokens, finish_reason,\n"
     "prefill_ms, decode_ms, prefill_tok_s, decode_tok_s, time_per_token_ms, load_ms, peak_rss_mb,\n"
-    "threads, runs, strategy, exit_layer, num_speculations, drafted, accepted, acceptance_rate,\n"
-    "rounds, accepted_per_round (histogram: rounds that accepted 0, 1, ... drafts).\n"
+    "threads, runs, strategy, exit_layer, num_speculations (with auto: the bound), auto_speculations,\n"
+    "draft_source, draft_adapter, draft_vocab, drafted, accepted, acceptance_rate, rounds,\n"
+    "accepted_per_round (histogram: rounds that accepted 0, 1, ... drafts), drafted_by and\n"
+    "accepted_by ({exit, adapter, lookup}), rounds_by_k (rounds by the k they allowed; with auto\n"
+    "the k chosen, 0 = a plain step) and mean_k. Text output and --compare report the same\n"
+    "per-source counts and k distribution; --sweep-k's CSV has them as columns.\n"
     "decode_tok_s counts generated tokens after the first (whose logits come from the\n"
     "prompt pass) over decode_ms; with --runs R, timings are medians over R runs.\n";
 
@@ -71,8 +96,9 @@ typedef struct opts {
     const char *model, *prompt, *prompt_file, *tokenize;
     int n_predict, threads, ctx, batch, runs;
     bool json, no_bos, ignore_eos, fast_math, compare, verify_cost;
-    const char *strategy, *sweep_exit, *sweep_k, *csv, *heatmap;
-    int exit_layer, num_speculations;
+    const char *strategy, *sweep_exit, *sweep_k, *csv, *heatmap, *draft_source, *draft_adapter;
+    int exit_layer, num_speculations, draft_vocab;
+    bool auto_speculations;
     float draft_min_p;
     ls_sampling sampling;
 } opts;
@@ -177,6 +203,52 @@ static bool parse_range(const char *s, int r[3]) {
     return (n == 2 || n == 3) && r[0] <= r[1] && r[2] >= 1;
 }
 
+/* k as --num-speculations gives it: a number, or "auto" (the engine chooses
+ * per round, at most LS_AUTO_SPECULATIONS_MAX); the range is the engine's check */
+typedef struct kcol {
+    int k;
+    bool autok;
+} kcol;
+
+static bool parse_k(const char *s, kcol *out) {
+    if (strcmp(s, "auto") == 0) {
+        *out = (kcol){LS_AUTO_SPECULATIONS_MAX, true};
+        return true;
+    }
+    out->autok = false;
+    return parse_int(s, -1000000, 1000000, &out->k);
+}
+
+static void kcol_name(const kcol *c, char *buf, size_t len) {
+    if (c->autok) snprintf(buf, len, "auto");
+    else snprintf(buf, len, "%d", c->k);
+}
+
+/* --sweep-k: comma-separated K, A:B[:S] and auto, e.g. "1:8,auto"; at most 64 columns */
+static bool parse_k_list(const char *s, kcol **out, int *n) {
+    char *copy = strdup(s), *save = NULL;
+    *out = NULL;
+    *n = 0;
+    bool ok = copy && *s;
+    for (char *item = copy ? strtok_r(copy, ",", &save) : NULL; ok && item; item = strtok_r(NULL, ",", &save)) {
+        int r[3] = {0, 0, 1};
+        kcol one = {0, false};
+        if (strchr(item, ':')) ok = parse_range(item, r) && (r[1] - r[0]) / r[2] + 1 + *n <= 64;
+        else if ((ok = parse_k(item, &one) && *n < 64)) r[0] = r[1] = one.k;
+        for (int k = r[0]; ok && k <= r[1]; k += r[2]) {
+            *out = realloc(*out, sizeof **out * (size_t)(*n + 1));
+            (*out)[(*n)++] = strchr(item, ':') ? (kcol){k, false} : one;
+        }
+    }
+    free(copy);
+    if (!ok || *n == 0) {
+        free(*out);
+        *out = NULL;
+        return false;
+    }
+    return true;
+}
+
 /* the prompts of a sweep or comparison: one per non-empty line of the text
  * ("\n" in a line stands for a newline), tokenized */
 typedef struct prompt_set {
@@ -219,9 +291,96 @@ static bool prompt_set_build(prompt_set *ps, const ls_tokenizer *tok, const char
 /* one pass over all prompts with gp: tokens generated, decode time and
  * speculation counters summed; outs[i] (n_predict ids) kept when given */
 typedef struct pass_result {
-    int64_t generated, drafted, accepted, rounds;
+    int64_t generated;
     double decode_ms;
+    ls_gen_stats spec; /* drafted, accepted, rounds and their breakdowns, summed */
 } pass_result;
+
+/* the speculation counters of s into sum */
+static void spec_stats_add(ls_gen_stats *sum, const ls_gen_stats *s) {
+    sum->drafted += s->drafted;
+    sum->accepted += s->accepted;
+    sum->rounds += s->rounds;
+    for (int i = 0; i <= LS_MAX_SPECULATIONS; i++) {
+        sum->accept_hist[i] += s->accept_hist[i];
+        sum->rounds_by_k[i] += s->rounds_by_k[i];
+    }
+    for (int i = 0; i < LS_N_DRAFT_SOURCES; i++) {
+        sum->drafted_by[i] += s->drafted_by[i];
+        sum->accepted_by[i] += s->accepted_by[i];
+    }
+}
+
+/* mean of the k the rounds allowed (auto: chose) */
+static double mean_k(const ls_gen_stats *s) {
+    int64_t n = 0, sum = 0;
+    for (int k = 0; k <= LS_MAX_SPECULATIONS; k++) {
+        n += s->rounds_by_k[k];
+        sum += (int64_t)k * s->rounds_by_k[k];
+    }
+    return n ? (double)sum / (double)n : 0;
+}
+
+/* "0:3 2:5 4:7": rounds by k, the k that occur ("-" none) */
+static void k_hist_text(const ls_gen_stats *s, char *buf, size_t len) {
+    size_t used = 0;
+    buf[0] = 0;
+    for (int k = 0; k <= LS_MAX_SPECULATIONS && used < len; k++)
+        if (s->rounds_by_k[k]) {
+            int w = snprintf(buf + used, len - used, "%s%d:%lld", used ? " " : "", k, (long long)s->rounds_by_k[k]);
+            if (w < 0) break;
+            used += (size_t)w;
+        }
+    if (!buf[0]) snprintf(buf, len, "-");
+}
+
+/* the sources that draft (every one but auto, which picks among them) */
+static bool drafting_source(int i) { return i != LS_DRAFT_AUTO; }
+
+/* "k=4" or "k=auto (0..8)" */
+static void k_text(const ls_gen_params *gp, char *buf, size_t len) {
+    if (gp->auto_speculations) snprintf(buf, len, "k=auto (0..%d)", gp->num_speculations);
+    else snprintf(buf, len, "k=%d", gp->num_speculations);
+}
+
+/* two lines: drafted/accepted per source, the k distribution */
+static void print_spec_stats(FILE *f, const ls_gen_params *gp, const ls_gen_stats *s) {
+    fprintf(f, "draft source %s%s%s, draft vocab %d: drafted/accepted", ls_draft_source_name(gp->draft_source),
+            gp->adapter ? ", adapter " : "", gp->adapter ? ls_adapter_path(gp->adapter) : "", gp->draft_vocab);
+    for (int i = 0, first = 1; i < LS_N_DRAFT_SOURCES; i++)
+        if (drafting_source(i)) {
+            fprintf(f, "%s %s %lld/%lld", first ? "" : ",", ls_draft_source_name((ls_draft_source)i),
+                    (long long)s->drafted_by[i], (long long)s->accepted_by[i]);
+            first = 0;
+        }
+    char hist[512];
+    k_hist_text(s, hist, sizeof hist);
+    fprintf(f, "\nk per round: mean %.2f; rounds by k %s\n", mean_k(s), hist);
+}
+
+/* drafted_by, accepted_by ({exit, adapter, lookup}), rounds_by_k (up to the largest k used), mean_k */
+static void add_spec_json(cJSON *j, const ls_gen_stats *s) {
+    cJSON *d = cJSON_AddObjectToObject(j, "drafted_by"), *a = cJSON_AddObjectToObject(j, "accepted_by");
+    for (int i = 0; i < LS_N_DRAFT_SOURCES; i++)
+        if (drafting_source(i)) {
+            cJSON_AddNumberToObject(d, ls_draft_source_name((ls_draft_source)i), (double)s->drafted_by[i]);
+            cJSON_AddNumberToObject(a, ls_draft_source_name((ls_draft_source)i), (double)s->accepted_by[i]);
+        }
+    cJSON *h = cJSON_AddArrayToObject(j, "rounds_by_k");
+    int last = -1;
+    for (int k = 0; k <= LS_MAX_SPECULATIONS; k++) if (s->rounds_by_k[k]) last = k;
+    for (int k = 0; k <= last; k++) cJSON_AddItemToArray(h, cJSON_CreateNumber((double)s->rounds_by_k[k]));
+    cJSON_AddNumberToObject(j, "mean_k", mean_k(s));
+}
+
+/* the draft options as JSON fields */
+static void add_draft_json(cJSON *j, const ls_gen_params *gp) {
+    cJSON_AddBoolToObject(j, "auto_speculations", gp->auto_speculations);
+    cJSON_AddStringToObject(j, "draft_source", ls_draft_source_name(gp->draft_source));
+    if (gp->adapter) cJSON_AddStringToObject(j, "draft_adapter", ls_adapter_path(gp->adapter));
+    else cJSON_AddNullToObject(j, "draft_adapter");
+    cJSON_AddNumberToObject(j, "draft_vocab", gp->draft_vocab);
+}
 
 static ls_status run_pass(ls_ctx *ctx, ls_kv *kv, const prompt_set *ps, const ls_gen_params *gp,
                           int32_t **outs, int *n_out, pass_result *res, ls_err *err) {
@@ -234,9 +393,7 @@ static ls_status run_pass(ls_ctx *ctx, ls_kv *kv, const prompt_set *ps, const ls
         if (n_out) n_out[i] = st.n_generated;
         res->generated += st.n_generated;
         res->decode_ms += st.decode_ms;
-        res->drafted += st.drafted;
-        res->accepted += st.accepted;
-        res->rounds += st.rounds;
+        spec_stats_add(&res->spec, &st);
     }
     free(tmp);
     return LS_OK;
@@ -262,7 +419,7 @@ static bool same_outputs(int32_t **a, const int *na, int32_t **b, const int *nb,
 }
 
 static int run_sweep(const opts *o, ls_ctx *ctx, ls_kv *kv, const ls_tokenizer *tok, const char *text,
-                     bool add_bos, const ls_gen_params *base, const int se[3], const int sk[3]) {
+                     bool add_bos, const ls_gen_params *base, const int se[3], const kcol *kc, int nk) {
     prompt_set ps;
     if (!prompt_set_build(&ps, tok, text, add_bos)) {
         fprintf(stderr, "layerskip-bench: no prompts to sweep (one per line of --prompt-file)\n");
@@ -280,56 +437,77 @@ static int run_sweep(const opts *o, ls_ctx *ctx, ls_kv *kv, const ls_tokenizer *
         rc = 1;
         goto out;
     }
-    int ne = (se[1] - se[0]) / se[2] + 1, nk = (sk[1] - sk[0]) / sk[2] + 1;
-    int *ev = malloc(sizeof(int) * (size_t)ne), *kvals = malloc(sizeof(int) * (size_t)nk);
+    int ne = (se[1] - se[0]) / se[2] + 1;
+    int *ev = malloc(sizeof(int) * (size_t)ne);
     for (int i = 0; i < ne; i++) ev[i] = se[0] + i * se[2];
-    for (int j = 0; j < nk; j++) kvals[j] = sk[0] + j * sk[2];
+    char (*knames)[16] = malloc(sizeof *knames * (size_t)nk);
+    const char **klabels = malloc(sizeof(char *) * (size_t)nk);
+    for (int j = 0; j < nk; j++) {
+        kcol_name(&kc[j], knames[j], sizeof knames[j]);
+        klabels[j] = knames[j];
+    }
     double *speed = malloc(sizeof(double) * (size_t)(ne * nk)), *acc = malloc(sizeof(double) * (size_t)(ne * nk));
     FILE *csv = fopen(o->csv, "w");
     if (!csv) {
         fprintf(stderr, "layerskip-bench: cannot write --csv %s: %s\n", o->csv, strerror(errno));
         rc = 1;
     } else {
-        fprintf(csv, "exit_layer,num_speculations,acceptance_rate,tok_s,autoregressive_tok_s,speedup,drafted,accepted,rounds,outputs_match\n");
+        fprintf(csv, "exit_layer,num_speculations,acceptance_rate,tok_s,autoregressive_tok_s,speedup,drafted,accepted,"
+                     "rounds,outputs_match,draft_source,draft_vocab,mean_k,rounds_by_k");
+        for (int i = 0; i < LS_N_DRAFT_SOURCES; i++)
+            if (drafting_source(i))
+                fprintf(csv, ",drafted_%s,accepted_%s", ls_draft_source_name((ls_draft_source)i),
+                        ls_draft_source_name((ls_draft_source)i));
+        fprintf(csv, "\n");
     }
-    printf("%d prompts x %d tokens; autoregressive %.1f tok/s\n", ps.n, base->n_predict, tok_s(&arr));
+    printf("%d prompts x %d tokens; autoregressive %.1f tok/s; draft source %s\n", ps.n, base->n_predict, tok_s(&arr),
+           ls_draft_source_name(base->draft_source));
     printf("%6s", "E \\ k");
-    for (int j = 0; j < nk; j++) printf(" | %17d", kvals[j]);
+    for (int j = 0; j < nk; j++) printf(" | %17s", knames[j]);
     printf("\n");
     for (int i = 0; rc == 0 && i < ne; i++) {
         printf("%6d", ev[i]);
         for (int j = 0; j < nk; j++) {
             ls_gen_params gp = *base;
             gp.exit_layer = ev[i];
-            gp.num_speculations = kvals[j];
+            gp.num_speculations = kc[j].k;
+            gp.auto_speculations = kc[j].autok;
             pass_result r;
             if (run_pass(ctx, kv, &ps, &gp, sp_out, sp_n, &r, &err) != LS_OK) {
                 fprintf(stderr, "\nlayerskip-bench: %s\n", err.msg);
                 rc = 1;
                 break;
             }
-            double a = r.drafted ? (double)r.accepted / (double)r.drafted : 0;
+            double a = r.spec.drafted ? (double)r.spec.accepted / (double)r.spec.drafted : 0;
             double sp = tok_s(&arr) > 0 ? tok_s(&r) / tok_s(&arr) : 0;
             speed[i * nk + j] = sp;
             acc[i * nk + j] = a;
             bool match = base->sampling.temperature <= 0 && same_outputs(ar_out, ar_n, sp_out, sp_n, ps.n);
             printf(" | %4.0f%% %6.1f %4.2fx", 100 * a, tok_s(&r), sp);
             fflush(stdout);
-            fprintf(csv, "%d,%d,%.4f,%.2f,%.2f,%.4f,%lld,%lld,%lld,%s\n", ev[i], kvals[j], a, tok_s(&r), tok_s(&arr), sp,
-                    (long long)r.drafted, (long long)r.accepted, (long long)r.rounds,
-                    base->sampling.temperature > 0 ? "n/a" : match ? "yes" : "no");
+            char hist[512];
+            k_hist_text(&r.spec, hist, sizeof hist);
+            fprintf(csv, "%d,%s,%.4f,%.2f,%.2f,%.4f,%lld,%lld,%lld,%s,%s,%d,%.3f,%s", ev[i], knames[j], a, tok_s(&r),
+                    tok_s(&arr), sp, (long long)r.spec.drafted, (long long)r.spec.accepted, (long long)r.spec.rounds,
+                    base->sampling.temperature > 0 ? "n/a" : match ? "yes" : "no",
+                    ls_draft_source_name(gp.draft_source), gp.draft_vocab, mean_k(&r.spec), hist);
+            for (int s = 0; s < LS_N_DRAFT_SOURCES; s++)
+                if (drafting_source(s))
+                    fprintf(csv, ",%lld,%lld", (long long)r.spec.drafted_by[s], (long long)r.spec.accepted_by[s]);
+            fprintf(csv, "\n");
         }
         printf("\n");
     }
     if (csv) fclose(csv);
     if (rc == 0) {
         printf("cells: acceptance, tok/s, speedup over autoregressive\nwrote %s and %s\n", o->csv, o->heatmap);
-        if (!ls_heatmap_png(o->heatmap, "speedup over autoregressive (E x k)", ev, ne, "E=", kvals, nk, "k", speed, 2, "x")) {
+        if (!ls_heatmap_png(o->heatmap, "speedup over autoregressive (E x k)", ev, ne, "E=", klabels, nk, "k", speed,
+                            2, "x")) {
             fprintf(stderr, "layerskip-bench: cannot write --heatmap %s\n", o->heatmap);
             rc = 1;
         }
     }
-    free(ev); free(kvals); free(speed); free(acc);
+    free(ev); free(knames); free(klabels); free(speed); free(acc);
 out:
     free_outs(ar_out, ps.n);
     free_outs(sp_out, ps.n);
@@ -361,19 +539,36 @@ static int run_compare(const opts *o, ls_ctx *ctx, ls_kv *kv, const ls_tokenizer
         int differ = 0;
         for (int i = 0; i < ps.n; i++)
             if (!same_outputs(ar_out + i, ar_n + i, sp_out + i, sp_n + i, 1)) differ++;
-        double a = rs.drafted ? (double)rs.accepted / (double)rs.drafted : 0;
+        double a = rs.spec.drafted ? (double)rs.spec.accepted / (double)rs.spec.drafted : 0;
         if (o->json) {
-            printf("{\"prompts\":%d,\"n_predict\":%d,\"exit_layer\":%d,\"num_speculations\":%d,"
-                   "\"autoregressive_tok_s\":%.3f,\"self_speculative_tok_s\":%.3f,\"speedup\":%.4f,"
-                   "\"acceptance_rate\":%.4f,\"outputs_differ\":%d}\n",
-                   ps.n, base->n_predict, base->exit_layer, base->num_speculations, tok_s(&ra), tok_s(&rs),
-                   tok_s(&ra) > 0 ? tok_s(&rs) / tok_s(&ra) : 0, a, differ);
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddNumberToObject(j, "prompts", ps.n);
+            cJSON_AddNumberToObject(j, "n_predict", base->n_predict);
+            cJSON_AddNumberToObject(j, "exit_layer", base->exit_layer);
+            cJSON_AddNumberToObject(j, "num_speculations", base->num_speculations);
+            add_draft_json(j, base);
+            cJSON_AddNumberToObject(j, "autoregressive_tok_s", tok_s(&ra));
+            cJSON_AddNumberToObject(j, "self_speculative_tok_s", tok_s(&rs));
+            cJSON_AddNumberToObject(j, "speedup", tok_s(&ra) > 0 ? tok_s(&rs) / tok_s(&ra) : 0);
+            cJSON_AddNumberToObject(j, "acceptance_rate", a);
+            cJSON_AddNumberToObject(j, "drafted", (double)rs.spec.drafted);
+            cJSON_AddNumberToObject(j, "accepted", (double)rs.spec.accepted);
+            cJSON_AddNumberToObject(j, "rounds", (double)rs.spec.rounds);
+            add_spec_json(j, &rs.spec);
+            cJSON_AddNumberToObject(j, "outputs_differ", differ);
+            char *s = cJSON_PrintUnformatted(j);
+            puts(s);
+            free(s);
+            cJSON_Delete(j);
         } else {
-            printf("%d prompts x %d tokens, E=%d k=%d\n"
-                   "autoregressive    %.1f tok/s\nself_speculative  %.1f tok/s (acceptance %.1f%%)\n"
-                   "speedup %.2fx; greedy outputs %s (%d of %d prompts differ)\n",
-                   ps.n, base->n_predict, base->exit_layer, base->num_speculations, tok_s(&ra), tok_s(&rs),
-                   100 * a, tok_s(&ra) > 0 ? tok_s(&rs) / tok_s(&ra) : 0, differ ? "DIFFER" : "match", differ, ps.n);
+            char kt[32];
+            k_text(base, kt, sizeof kt);
+            printf("%d prompts x %d tokens, E=%d %s\n"
+                   "autoregressive    %.1f tok/s\nself_speculative  %.1f tok/s (acceptance %.1f%%)\n",
+                   ps.n, base->n_predict, base->exit_layer, kt, tok_s(&ra), tok_s(&rs), 100 * a);
+            print_spec_stats(stdout, base, &rs.spec);
+            printf("speedup %.2fx; greedy outputs %s (%d of %d prompts differ)\n",
+                   tok_s(&ra) > 0 ? tok_s(&rs) / tok_s(&ra) : 0, differ ? "DIFFER" : "match", differ, ps.n);
         }
         if (differ) rc = 3;
     }
@@ -438,7 +633,7 @@ int main(int argc, char **argv) {
     ls_sampling_default(&o.sampling);
     enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_RUNS, O_JSON,
            O_TOKENIZE, O_NOBOS, O_IGNEOS, O_FAST, O_STRAT, O_EXIT, O_NSPEC, O_DMINP, O_SWE, O_SWK, O_CSV,
-           O_HEAT, O_CMP, O_VCOST };
+           O_HEAT, O_CMP, O_VCOST, O_DSRC, O_DADAPT, O_DVOCAB };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"prompt-file", required_argument, 0, 'f'}, {"n-predict", required_argument, 0, 'n'},
@@ -455,6 +650,8 @@ int main(int argc, char **argv) {
         {"sweep-exit", required_argument, 0, O_SWE}, {"sweep-k", required_argument, 0, O_SWK},
         {"csv", required_argument, 0, O_CSV}, {"heatmap", required_argument, 0, O_HEAT},
         {"compare", no_argument, 0, O_CMP}, {"verify-cost", no_argument, 0, O_VCOST},
+        {"draft-source", required_argument, 0, O_DSRC}, {"draft-adapter", required_argument, 0, O_DADAPT},
+        {"draft-vocab", required_argument, 0, O_DVOCAB},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     opterr = 0;
@@ -489,7 +686,16 @@ int main(int argc, char **argv) {
         case O_FAST: o.fast_math = true; break;
         case O_STRAT: o.strategy = optarg; break;
         case O_EXIT: if (!parse_int(optarg, -1000000, 1000000, &o.exit_layer)) return die_usage("--exit-layer needs an integer, got '%s'", optarg); break;
-        case O_NSPEC: if (!parse_int(optarg, -1000000, 1000000, &o.num_speculations)) return die_usage("--num-speculations needs an integer, got '%s'", optarg); break;
+        case O_NSPEC: {
+            kcol k;
+            if (!parse_k(optarg, &k)) return die_usage("--num-speculations needs an integer or auto, got '%s'", optarg);
+            o.num_speculations = k.k;
+            o.auto_speculations = k.autok;
+            break;
+        }
+        case O_DSRC: o.draft_source = optarg; break;
+        case O_DADAPT: o.draft_adapter = optarg; break;
+        case O_DVOCAB: if (!parse_int(optarg, -1000000000, 1000000000, &o.draft_vocab)) return die_usage("--draft-vocab needs an integer, got '%s'", optarg); break;
         case O_DMINP: if (!parse_float(optarg, &o.draft_min_p)) return die_usage("--draft-min-p needs a number in [0, 1], got '%s'", optarg); break;
         case O_SWE: o.sweep_exit = optarg; break;
         case O_SWK: o.sweep_k = optarg; break;
@@ -513,11 +719,19 @@ int main(int argc, char **argv) {
     ls_strategy strategy = LS_STRATEGY_AUTOREGRESSIVE;
     if (o.strategy && ls_strategy_parse(o.strategy, &strategy, &err) != LS_OK)
         return die_usage("--generation-strategy: %s", err.msg);
-    int sweep_e[3] = {0, 0, 1}, sweep_k[3] = {0, 0, 1};
+    ls_draft_source draft_source = LS_DRAFT_AUTO;
+    if (o.draft_source && ls_draft_source_parse(o.draft_source, &draft_source, &err) != LS_OK)
+        return die_usage("--draft-source: %s", err.msg);
+    int sweep_e[3] = {0, 0, 1};
+    kcol *sweep_k = NULL;
+    int n_sweep_k = 0;
     if ((o.sweep_exit != NULL) != (o.sweep_k != NULL))
         return die_usage("%s", "--sweep-exit and --sweep-k go together");
-    if (o.sweep_exit && (!parse_range(o.sweep_exit, sweep_e) || !parse_range(o.sweep_k, sweep_k)))
-        return die_usage("%s", "--sweep-exit A:B[:S] and --sweep-k A:B[:S] take integer ranges with A <= B and S >= 1");
+    if (o.sweep_exit && !parse_range(o.sweep_exit, sweep_e))
+        return die_usage("%s", "--sweep-exit A:B[:S] takes an integer range with A <= B and S >= 1");
+    if (o.sweep_k && !parse_k_list(o.sweep_k, &sweep_k, &n_sweep_k))
+        return die_usage("%s", "--sweep-k takes a comma-separated list of K, A:B[:S] (A <= B, S >= 1) and auto, "
+                               "at most 64 values, e.g. 1:8,auto");
 
     double t0 = ls_time_ms();
     ls_model *model;
@@ -529,12 +743,18 @@ int main(int argc, char **argv) {
     const ls_tokenizer *tok = ls_model_tokenizer(model);
     const ls_config *cfg = ls_model_config(model);
     int rc = 0;
+    ls_adapter *adapter = NULL;
     char *prompt_buf = NULL;
     int32_t *prompt_ids = NULL, *out_ids = NULL;
     ls_ctx *ctx = NULL;
     ls_kv *kv = NULL;
     char *text = NULL;
 
+    if (o.draft_adapter && ls_adapter_load(o.draft_adapter, model, &adapter, &err) != LS_OK) {
+        fprintf(stderr, "layerskip-bench: --draft-adapter %s: %s\n", o.draft_adapter, err.msg);
+        rc = 1;
+        goto done;
+    }
     const char *prompt = o.prompt;
     if (o.tokenize) prompt = o.tokenize;
     else if (o.prompt_file) {
@@ -569,24 +789,32 @@ int main(int argc, char **argv) {
         rc = 1;
         goto done;
     }
-    if (o.exit_layer == -1000001) o.exit_layer = cfg->n_layers / 4 > 0 ? cfg->n_layers / 4 : 1; /* not given */
+    if (o.exit_layer == -1000001) /* not given: the adapter's E (its block drafts only from there), else L/4 */
+        o.exit_layer = adapter ? ls_adapter_exit_layer(adapter) : cfg->n_layers / 4 > 0 ? cfg->n_layers / 4 : 1;
     ls_gen_params gp = {.n_predict = o.n_predict, .sampling = o.sampling, .ignore_eog = o.ignore_eos,
                         .strategy = strategy, .exit_layer = o.exit_layer,
-                        .num_speculations = o.num_speculations, .draft_min_p = o.draft_min_p};
+                        .num_speculations = o.num_speculations, .draft_min_p = o.draft_min_p,
+                        .draft_source = draft_source, .adapter = adapter, .draft_vocab = o.draft_vocab,
+                        .auto_speculations = o.auto_speculations};
     if (o.sweep_exit || o.compare) gp.strategy = LS_STRATEGY_SELF_SPECULATIVE;
-    if (o.sweep_exit) {
-        gp.exit_layer = sweep_e[0];
-        gp.num_speculations = sweep_k[0];
-    }
-    for (int pass = 0; pass < (o.sweep_exit ? 2 : 1); pass++) { /* both ends of a sweep */
-        if (pass) { gp.exit_layer = sweep_e[1]; gp.num_speculations = sweep_k[1]; }
-        if (ls_gen_params_check(&gp, cfg->n_layers, &err) != LS_OK) {
-            fprintf(stderr, "layerskip-bench: %s\n(run layerskip-bench --help for the options)\n", err.msg);
-            rc = 2;
-            goto done;
+    int max_k = gp.num_speculations;
+    /* a sweep: both ends of E with every k */
+    for (int e = 0; e < (o.sweep_exit ? 2 : 1); e++) {
+        for (int j = 0; j < (o.sweep_exit ? n_sweep_k : 1); j++) {
+            ls_gen_params c = gp;
+            if (o.sweep_exit) {
+                c.exit_layer = sweep_e[e];
+                c.num_speculations = sweep_k[j].k;
+                c.auto_speculations = sweep_k[j].autok;
+                if (j == 0 || c.num_speculations > max_k) max_k = c.num_speculations;
+            }
+            if (ls_gen_params_check(&c, cfg->n_layers, &err) != LS_OK) {
+                fprintf(stderr, "layerskip-bench: %s\n(run layerskip-bench --help for the options)\n", err.msg);
+                rc = 2;
+                goto done;
+            }
         }
     }
-    int max_k = o.sweep_exit ? sweep_k[1] : gp.num_speculations;
     if (ls_ctx_create(model, o.threads, o.batch > max_k + 1 ? o.batch : max_k + 1, &ctx, &err) != LS_OK ||
         ls_kv_create(model, 0, cfg->n_layers, o.ctx, &kv, &err) != LS_OK) {
         fprintf(stderr, "layerskip-bench: %s\n", err.msg);
@@ -599,7 +827,7 @@ int main(int argc, char **argv) {
         goto done;
     }
     if (o.sweep_exit || o.compare) {
-        rc = o.sweep_exit ? run_sweep(&o, ctx, kv, tok, prompt, add_bos, &gp, sweep_e, sweep_k)
+        rc = o.sweep_exit ? run_sweep(&o, ctx, kv, tok, prompt, add_bos, &gp, sweep_e, sweep_k, n_sweep_k)
                           : run_compare(&o, ctx, kv, tok, prompt, add_bos, &gp);
         goto done;
     }
@@ -674,6 +902,7 @@ int main(int argc, char **argv) {
         cJSON_AddStringToObject(j, "strategy", ls_strategy_name(gp.strategy));
         cJSON_AddNumberToObject(j, "exit_layer", gp.strategy == LS_STRATEGY_AUTOREGRESSIVE ? cfg->n_layers : gp.exit_layer);
         cJSON_AddNumberToObject(j, "num_speculations", gp.strategy == LS_STRATEGY_SELF_SPECULATIVE ? gp.num_speculations : 0);
+        add_draft_json(j, &gp);
         cJSON_AddNumberToObject(j, "drafted", (double)stats.drafted);
         cJSON_AddNumberToObject(j, "accepted", (double)stats.accepted);
         cJSON_AddNumberToObject(j, "acceptance_rate", stats.drafted ? (double)stats.accepted / (double)stats.drafted : 0);
@@ -682,6 +911,7 @@ int main(int argc, char **argv) {
         int last = 0;
         for (int i = 0; i <= LS_MAX_SPECULATIONS; i++) if (stats.accept_hist[i]) last = i;
         for (int i = 0; stats.rounds && i <= last; i++) cJSON_AddItemToArray(hist, cJSON_CreateNumber((double)stats.accept_hist[i]));
+        add_spec_json(j, &stats);
         char *s = cJSON_PrintUnformatted(j);
         puts(s);
         free(s);
@@ -694,12 +924,19 @@ int main(int argc, char **argv) {
                 cfg->name, (long long)n, stats.n_generated, ls_finish_name(stats.finish), pre_ms,
                 prefill_tok_s, dec_ms, decode_tok_s, load_ms, peak_rss_mb(),
                 o.runs > 1 ? " (medians)" : "");
-        if (gp.strategy != LS_STRATEGY_AUTOREGRESSIVE)
-            fprintf(stderr, "%s E=%d k=%d: %.2f ms/token, drafted %lld, accepted %lld (%.1f%%), %lld rounds\n",
-                    ls_strategy_name(gp.strategy), gp.exit_layer, gp.num_speculations,
+        char kt[32];
+        k_text(&gp, kt, sizeof kt);
+        if (gp.strategy == LS_STRATEGY_EARLY_EXIT)
+            fprintf(stderr, "%s E=%d: %.2f ms/token\n", ls_strategy_name(gp.strategy), gp.exit_layer,
+                    stats.n_generated ? dec_ms / stats.n_generated : 0);
+        if (gp.strategy == LS_STRATEGY_SELF_SPECULATIVE) {
+            fprintf(stderr, "%s E=%d %s: %.2f ms/token, drafted %lld, accepted %lld (%.1f%%), %lld rounds\n",
+                    ls_strategy_name(gp.strategy), gp.exit_layer, kt,
                     stats.n_generated ? dec_ms / stats.n_generated : 0, (long long)stats.drafted,
                     (long long)stats.accepted, stats.drafted ? 100.0 * stats.accepted / stats.drafted : 0,
                     (long long)stats.rounds);
+            print_spec_stats(stderr, &gp, &stats);
+        }
     }
 done:
     free(text);
@@ -708,6 +945,8 @@ done:
     free(out_ids);
     ls_kv_free(kv);
     ls_ctx_free(ctx);
+    ls_adapter_free(adapter); /* before the model it was made for */
     ls_model_free(model);
+    free(sweep_k);
     return rc;
 }
