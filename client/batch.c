@@ -162,6 +162,7 @@ void lsc_batch_item_free(lsc_batch_item *it) {
     cJSON_free(it->id_key);
     free(it->prompt);
     free(it->strategy);
+    free(it->draft_source);
     if (it->stop)
         for (size_t i = 0; i < it->params.n_stop; i++) free(it->stop[i]);
     free(it->stop);
@@ -248,15 +249,30 @@ static lsc_status parse_fields(const cJSON *o, lsc_batch_item *it, lsc_err *err)
             if (!json_int(v, 0, INT32_MAX, &iv)) BAD("\"exit_layer\" must be an integer >= 0 (0 = the daemon's default)");
             p->exit_layer = (int)iv;
         } else if (!strcmp(k, "num_speculations")) {
-            if (!json_int(v, 0, INT32_MAX, &iv))
-                BAD("\"num_speculations\" must be an integer >= 0 (0 = the daemon's default)");
-            p->num_speculations = (int)iv;
+            /* as --num-speculations K|auto, plus 0 = the daemon's default */
+            if (cJSON_IsString(v)) {
+                if (!lsc_num_speculations_parse(v->valuestring, &p->num_speculations))
+                    BAD("\"num_speculations\" must be an integer >= 0 (0 = the daemon's default) or \"auto\"");
+            } else {
+                if (!json_int(v, 0, INT32_MAX, &iv))
+                    BAD("\"num_speculations\" must be an integer >= 0 (0 = the daemon's default) or \"auto\"");
+                p->num_speculations = (int)iv;
+            }
+        } else if (!strcmp(k, "draft_source")) {
+            if (!cJSON_IsString(v)) BAD("\"draft_source\" must be a string: auto, exit, adapter or lookup");
+            if (!(it->draft_source = strdup(v->valuestring))) BAD("out of memory");
+            p->draft_source = it->draft_source;
+        } else if (!strcmp(k, "draft_vocab")) {
+            if (!json_int(v, 0, INT32_MAX, &iv)) BAD("\"draft_vocab\" must be an integer >= 0 (0 = the full head)");
+            p->has_draft_vocab = true;
+            p->draft_vocab = (int)iv;
         } else if (!strcmp(k, "ignore_eos")) {
             if (!cJSON_IsBool(v)) BAD("\"ignore_eos\" must be true or false");
             p->ignore_eos = cJSON_IsTrue(v);
         } else {
             BAD("unknown field \"%s\" (known: id, prompt, max_tokens, temperature, top_k, top_p, min_p, "
-                "repetition_penalty, seed, stop, stop_token_ids, strategy, exit_layer, num_speculations, ignore_eos)",
+                "repetition_penalty, seed, stop, stop_token_ids, strategy, exit_layer, num_speculations, draft_source, "
+                "draft_vocab, ignore_eos)",
                 k);
         }
     }

@@ -38,6 +38,7 @@ typedef struct lsc_batch_item {
     char *prompt;
     lsc_gen_params params; /* defaults overridden by the line's fields */
     char *strategy;        /* owned copies of the line's strings */
+    char *draft_source;
     char **stop;
     int32_t *stop_ids;
 } lsc_batch_item;

@@ -2,6 +2,7 @@
 #include "gen.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 void lsc_gen_request_fill(const lsc_gen_params *p, const char *prompt, Layerskip__V1__GenerateRequest *req,
@@ -35,7 +36,23 @@ void lsc_gen_request_fill(const lsc_gen_params *p, const char *prompt, Layerskip
     if (p->strategy && *p->strategy) req->strategy = (char *)p->strategy;
     req->exit_layer = p->exit_layer;
     req->num_speculations = p->num_speculations;
+    if (p->draft_source && *p->draft_source) req->draft_source = (char *)p->draft_source;
+    if (p->has_draft_vocab) {
+        req->draft_vocab_option_case = LAYERSKIP__V1__GENERATE_REQUEST__DRAFT_VOCAB_OPTION_DRAFT_VOCAB;
+        req->draft_vocab = p->draft_vocab;
+    }
     req->ignore_eos = p->ignore_eos;
+}
+
+bool lsc_num_speculations_parse(const char *s, int *out) {
+    long long v;
+    if (!strcmp(s, "auto")) {
+        *out = LSC_NUM_SPECULATIONS_AUTO;
+        return true;
+    }
+    if (!lsc_parse_int(s, 1, INT32_MAX, &v)) return false;
+    *out = (int)v;
+    return true;
 }
 
 const char *lsc_finish_reason_name(Layerskip__V1__FinishReason r) {
@@ -71,7 +88,31 @@ cJSON *lsc_stats_to_json(const Layerskip__V1__Stats *s) {
     else
         cJSON_AddStringToObject(o, "seed", seed);
     cJSON_AddNumberToObject(o, "rounds", (double)s->rounds);
+    cJSON_AddStringToObject(o, "draft_source", s->draft_source ? s->draft_source : "");
+    cJSON_AddNumberToObject(o, "draft_vocab", s->draft_vocab);
+    cJSON *by = cJSON_AddArrayToObject(o, "by_source");
+    for (size_t i = 0; by && i < s->n_by_source; i++) {
+        const Layerskip__V1__DraftSourceStats *d = s->by_source[i];
+        cJSON *e = cJSON_CreateObject();
+        cJSON_AddStringToObject(e, "source", d->source ? d->source : "");
+        cJSON_AddNumberToObject(e, "drafted", (double)d->drafted);
+        cJSON_AddNumberToObject(e, "accepted", (double)d->accepted);
+        cJSON_AddItemToArray(by, e);
+    }
+    cJSON *k = cJSON_AddArrayToObject(o, "rounds_by_k");
+    for (size_t i = 0; k && i < s->n_rounds_by_k; i++) cJSON_AddItemToArray(k, cJSON_CreateNumber((double)s->rounds_by_k[i]));
+    cJSON_AddNumberToObject(o, "mean_k", s->mean_k);
     return o;
+}
+
+Layerskip__V1__Stats *lsc_stats_copy(const Layerskip__V1__Stats *s) {
+    size_t n = layerskip__v1__stats__get_packed_size(s);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (!buf) return NULL;
+    layerskip__v1__stats__pack(s, buf);
+    Layerskip__V1__Stats *c = layerskip__v1__stats__unpack(NULL, n, buf);
+    free(buf);
+    return c;
 }
 
 void lsc_stats_print(FILE *f, const Layerskip__V1__Stats *s, Layerskip__V1__FinishReason reason, double client_ms) {
@@ -79,7 +120,9 @@ void lsc_stats_print(FILE *f, const Layerskip__V1__Stats *s, Layerskip__V1__Fini
     if (!s) s = &empty;
     fprintf(f, "\n--- layerskip ---\n");
     fprintf(f, "strategy:            %s", s->strategy && *s->strategy ? s->strategy : "?");
-    if (s->exit_layer > 0 && s->num_speculations > 0)
+    if (s->exit_layer > 0 && s->num_speculations == LSC_NUM_SPECULATIONS_AUTO)
+        fprintf(f, " (exit layer E=%d, speculations k=auto)", s->exit_layer);
+    else if (s->exit_layer > 0 && s->num_speculations > 0)
         fprintf(f, " (exit layer E=%d, speculations k=%d)", s->exit_layer, s->num_speculations);
     else if (s->exit_layer > 0)
         fprintf(f, " (exit layer E=%d)", s->exit_layer);
@@ -96,6 +139,21 @@ void lsc_stats_print(FILE *f, const Layerskip__V1__Stats *s, Layerskip__V1__Fini
         fprintf(f, "drafted / accepted:  %lld / %lld in %lld rounds\n", (long long)s->drafted, (long long)s->accepted,
                 (long long)s->rounds);
         fprintf(f, "acceptance rate:     %.3f\n", s->acceptance_rate);
+    }
+    if (s->draft_source && *s->draft_source) {
+        fprintf(f, "draft source:        %s", s->draft_source);
+        if (s->draft_vocab > 0) fprintf(f, ", draft vocabulary %d", s->draft_vocab);
+        fprintf(f, " (drafted/accepted:");
+        for (size_t i = 0; i < s->n_by_source; i++)
+            fprintf(f, "%s %s %lld/%lld", i ? "," : "", s->by_source[i]->source ? s->by_source[i]->source : "?",
+                    (long long)s->by_source[i]->drafted, (long long)s->by_source[i]->accepted);
+        fprintf(f, ")\n");
+    }
+    if (s->n_rounds_by_k > 0) {
+        fprintf(f, "k per round:         mean %.2f; rounds by k", s->mean_k);
+        for (size_t k = 0; k < s->n_rounds_by_k; k++)
+            if (s->rounds_by_k[k]) fprintf(f, " %zu:%lld", k, (long long)s->rounds_by_k[k]);
+        fprintf(f, "\n");
     }
     fprintf(f, "seed:                %llu\n", (unsigned long long)s->seed);
 }

@@ -26,9 +26,20 @@ typedef struct lsc_gen_params {
     int32_t *stop_token_ids;
     size_t n_stop_token_ids;
     const char *strategy;        /* NULL or "" = daemon default */
-    int exit_layer, num_speculations;
+    int exit_layer;
+    int num_speculations;        /* k; LSC_NUM_SPECULATIONS_AUTO = auto */
+    const char *draft_source;    /* NULL or "" = daemon default (the daemon checks the name) */
+    bool has_draft_vocab;        /* else the daemon's default */
+    int draft_vocab;             /* 0 = the full head */
     bool ignore_eos;
 } lsc_gen_params;
+
+/* num_speculations on the wire: -1 = auto (the daemon chooses k per round) */
+#define LSC_NUM_SPECULATIONS_AUTO (-1)
+
+/* "K|auto" as --num-speculations and the batch field give it: K >= 1, or
+ * "auto" (LSC_NUM_SPECULATIONS_AUTO); false otherwise */
+bool lsc_num_speculations_parse(const char *s, int *out);
 
 /* The reference generate.py's sampling defaults. */
 #define LSC_DEFAULT_TEMPERATURE 0.6
@@ -45,6 +56,10 @@ const char *lsc_finish_reason_name(Layerskip__V1__FinishReason r);
 
 /* Every Stats field under its proto name. NULL stats gives an empty object. */
 cJSON *lsc_stats_to_json(const Layerskip__V1__Stats *s);
+
+/* A deep copy of s (free with layerskip__v1__stats__free_unpacked); NULL on
+ * out of memory */
+Layerskip__V1__Stats *lsc_stats_copy(const Layerskip__V1__Stats *s);
 
 /* Print the statistics block (stderr of `generate`), in the spirit of the
  * LayerSkip reference generate.py. */

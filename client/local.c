@@ -114,6 +114,7 @@ lsc_status lsc_local_start(lsc_local *l, const lsc_local_opts *o, lsc_err *err) 
         argv[a++] = "--max-sessions";
         argv[a++] = nbuf[2];
     }
+    if (o->draft_adapter) { argv[a++] = "--draft-adapter"; argv[a++] = o->draft_adapter; }
     if (o->log_level) { argv[a++] = "--log-level"; argv[a++] = o->log_level; }
     argv[a] = NULL;
 

@@ -14,6 +14,7 @@ typedef struct lsc_local_opts {
     const char *model;
     const char *daemon_bin; /* NULL: next to this executable, ../daemon/, then PATH */
     int threads, ctx, max_sessions; /* 0 = the daemon's default */
+    const char *draft_adapter;      /* --draft-adapter for the daemon; NULL = none */
     const char *log_level;          /* NULL = the daemon's default */
 } lsc_local_opts;
 

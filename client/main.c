@@ -73,6 +73,7 @@ static const char *connection_help =
     "      --threads N            daemon compute threads\n"
     "      --ctx N                daemon context window (tokens)\n"
     "      --max-sessions N       daemon concurrent sessions\n"
+    "      --draft-adapter PATH   daemon draft adapter for the model (docs/ADAPTER.md)\n"
     "      --startup-timeout S    seconds to wait for the daemon to be SERVING (default 120)\n"
     "  -h, --help                 this help\n";
 
@@ -82,7 +83,12 @@ static const char *generation_help =
     "      --generation-strategy S  autoregressive, early_exit or self_speculative\n"
     "                             (alias --strategy; default: the daemon's)\n"
     "      --exit-layer E         draft/exit after layers [0, E)\n"
-    "      --num-speculations K   drafted tokens per verification round\n"
+    "      --num-speculations K|auto  drafted tokens per verification round; auto: the daemon\n"
+    "                             chooses k every round (0 = a plain step)\n"
+    "      --draft-source S       auto, exit, adapter or lookup: where self-speculative drafts\n"
+    "                             come from (default: the daemon's)\n"
+    "      --draft-vocab N        drafts score the N most frequent tokens of the daemon's draft\n"
+    "                             adapter; 0 = the full head (default: the daemon's)\n"
     "      --sample [true|false]  sample instead of greedy decoding (flag alone = true;\n"
     "                             default false). Sampling defaults: temperature 0.6, top-p 0.9,\n"
     "                             top-k 0 (off). --temperature X > 0 also turns sampling on.\n"
@@ -115,7 +121,8 @@ static void usage_command(command cmd, FILE *f) {
                    "missing: read it from stdin, less one trailing newline), then prints statistics\n"
                    "to stderr: prompt and\n"
                    "generated tokens, time to first token, time, time per token, tokens per second,\n"
-                   "drafted/accepted and acceptance rate, finish reason, strategy/E/k.\n\n"
+                   "drafted/accepted and acceptance rate, finish reason, strategy/E/k, and for\n"
+                   "self-speculation drafted/accepted per draft source and the k per round.\n\n"
                    "      --json [true|false]    print one JSON object (text, token_ids, finish_reason,\n"
                    "                             stats) instead (one unary Generate call)\n"
                    "  -q, --quiet                no statistics on stderr\n\n%s\n%s",
@@ -126,7 +133,8 @@ static void usage_command(command cmd, FILE *f) {
                    "One JSON object per input line: \"id\" (string or number; required, unique),\n"
                    "\"prompt\" (required), and optionally \"max_tokens\", \"temperature\", \"top_k\",\n"
                    "\"top_p\", \"min_p\", \"repetition_penalty\", \"seed\", \"stop\" (array of strings),\n"
-                   "\"stop_token_ids\", \"strategy\", \"exit_layer\", \"num_speculations\", \"ignore_eos\";\n"
+                   "\"stop_token_ids\", \"strategy\", \"exit_layer\", \"num_speculations\" (a number or \"auto\"),\n"
+                   "\"draft_source\", \"draft_vocab\", \"ignore_eos\";\n"
                    "the generation flags below are the defaults for fields a line leaves out.\n"
                    "Output, one line per id in completion order: {\"id\", \"text\", \"token_ids\",\n"
                    "\"finish_reason\", \"stats\"} or {\"id\", \"error\": {\"code\", \"message\"}}.\n"
@@ -214,6 +222,7 @@ enum {
     O_MAX_SESSIONS, O_STARTUP_TIMEOUT, O_MAX_STEPS, O_STRATEGY, O_EXIT_LAYER, O_NUM_SPEC, O_SAMPLE, O_TEMP, O_TOPK,
     O_TOPP, O_MINP, O_REP, O_STOP_WORDS, O_STOP_IDS, O_SEED, O_IGNORE_EOS, O_JSON, O_INPUT, O_OUTPUT, O_CONCURRENCY,
     O_NO_TOKEN_IDS, O_PROGRESS, O_PROGRESS_EVERY, O_ADD_BOS, O_PARSE_SPECIAL, O_RENDER_SPECIAL, O_SERVICE,
+    O_DRAFT_SOURCE, O_DRAFT_VOCAB, O_DRAFT_ADAPTER,
 };
 
 /* Which commands accept each option (long options indexed by val). */
@@ -221,6 +230,7 @@ static command option_scope(int val) {
     switch (val) {
     case O_MAX_STEPS: case O_STRATEGY: case O_EXIT_LAYER: case O_NUM_SPEC: case O_SAMPLE: case O_TEMP: case O_TOPK:
     case O_TOPP: case O_MINP: case O_REP: case O_STOP_WORDS: case O_STOP_IDS: case O_SEED: case O_IGNORE_EOS:
+    case O_DRAFT_SOURCE: case O_DRAFT_VOCAB:
         return CMD_GEN;
     case 'q': return CMD_GENERATE;
     case O_JSON: return CMD_GENERATE | CMD_TOKENIZE | CMD_DETOKENIZE | CMD_INFO;
@@ -252,6 +262,9 @@ static const struct option long_options[] = {
     {"strategy", required_argument, 0, O_STRATEGY},
     {"exit-layer", required_argument, 0, O_EXIT_LAYER},
     {"num-speculations", required_argument, 0, O_NUM_SPEC},
+    {"draft-source", required_argument, 0, O_DRAFT_SOURCE},
+    {"draft-vocab", required_argument, 0, O_DRAFT_VOCAB},
+    {"draft-adapter", required_argument, 0, O_DRAFT_ADAPTER},
     {"sample", no_argument, 0, O_SAMPLE},
     {"temperature", required_argument, 0, O_TEMP},
     {"top-k", required_argument, 0, O_TOPK},
@@ -418,9 +431,16 @@ static int parse_args(int argc, char **argv, cli *c) {
                 return usage_error("--exit-layer needs an integer >= 1, got '%s'", optarg);
             break;
         case O_NUM_SPEC:
-            if (!parse_int_flag(optarg, 1, INT32_MAX, &c->gen.num_speculations))
-                return usage_error("--num-speculations needs an integer >= 1, got '%s'", optarg);
+            if (!lsc_num_speculations_parse(optarg, &c->gen.num_speculations))
+                return usage_error("--num-speculations needs an integer >= 1 or auto, got '%s'", optarg);
             break;
+        case O_DRAFT_SOURCE: c->gen.draft_source = optarg; break;
+        case O_DRAFT_VOCAB:
+            if (!parse_int_flag(optarg, 0, INT32_MAX, &c->gen.draft_vocab))
+                return usage_error("--draft-vocab needs an integer >= 0 (0 = the full head), got '%s'", optarg);
+            c->gen.has_draft_vocab = true;
+            break;
+        case O_DRAFT_ADAPTER: c->local.draft_adapter = optarg; break;
         case O_SAMPLE: c->gen.sample = optional_bool(argc, argv); break;
         case O_TEMP:
             if (!lsc_parse_double(optarg, &d) || d < 0)
@@ -510,8 +530,10 @@ static int parse_args(int argc, char **argv, cli *c) {
 
     if (c->local.model && c->server)
         return usage_error("--model (local mode) and --server exclude each other: give one");
-    if (!c->local.model && (c->local.daemon_bin || c->local.threads || c->local.ctx || c->local.max_sessions))
-        return usage_error("--daemon-bin, --threads, --ctx and --max-sessions configure local mode: add --model PATH");
+    if (!c->local.model &&
+        (c->local.daemon_bin || c->local.threads || c->local.ctx || c->local.max_sessions || c->local.draft_adapter))
+        return usage_error("--daemon-bin, --threads, --ctx, --max-sessions and --draft-adapter configure local mode: "
+                           "add --model PATH");
     if (c->gen.sample && c->gen.has_temperature && c->gen.temperature == 0)
         return usage_error("--sample with --temperature 0 is contradictory: drop one");
     switch (c->cmd) {
@@ -634,9 +656,7 @@ typedef struct stream_state {
     double t0, t_first;
     bool any_text, ends_newline, write_failed;
     Layerskip__V1__FinishReason reason;
-    Layerskip__V1__Stats stats;
-    char *strategy;
-    bool has_stats;
+    Layerskip__V1__Stats *stats; /* the last chunk's (a copy: the chunk is freed after on_chunk) */
 } stream_state;
 
 static bool on_chunk(const ProtobufCMessage *m, void *user) {
@@ -654,11 +674,8 @@ static bool on_chunk(const ProtobufCMessage *m, void *user) {
     }
     if (ch->finish_reason != LAYERSKIP__V1__FINISH_REASON__FINISH_REASON_UNSPECIFIED) s->reason = ch->finish_reason;
     if (ch->stats) {
-        s->stats = *ch->stats;
-        free(s->strategy);
-        s->strategy = strdup(ch->stats->strategy ? ch->stats->strategy : "");
-        s->stats.strategy = s->strategy;
-        s->has_stats = true;
+        if (s->stats) layerskip__v1__stats__free_unpacked(s->stats, NULL);
+        s->stats = lsc_stats_copy(ch->stats);
     }
     return true;
 }
@@ -714,9 +731,9 @@ static int cmd_generate(lsc_conn *conn, const cli *c, double timeout) {
         print_rpc_error(conn, &st);
         rc = rpc_exit(&st);
     } else if (!c->quiet) {
-        lsc_stats_print(stderr, s.has_stats ? &s.stats : NULL, s.reason, client_ms);
+        lsc_stats_print(stderr, s.stats, s.reason, client_ms);
     }
-    free(s.strategy);
+    if (s.stats) layerskip__v1__stats__free_unpacked(s.stats, NULL);
     free(prompt);
     return rc;
 }
@@ -804,8 +821,20 @@ static int cmd_info(lsc_conn *conn, const cli *c, double timeout) {
            m->heads, m->kv_heads, m->ffn_size, m->vocab_size);
     printf("context:     %d tokens (trained with %d)\n", m->context, m->train_context);
     printf("tokenizer:   %s (bos %d, eos %d)\n", m->tokenizer, m->bos_id, m->eos_id);
-    printf("defaults:    strategy %s, exit layer %d, speculations %d, max tokens %d\n", m->default_strategy,
-           m->default_exit_layer, m->default_num_speculations, m->default_max_tokens);
+    char k[32];
+    if (m->default_num_speculations == LSC_NUM_SPECULATIONS_AUTO)
+        snprintf(k, sizeof k, "auto (0..%d)", m->auto_speculations_max);
+    else
+        snprintf(k, sizeof k, "%d", m->default_num_speculations);
+    printf("defaults:    strategy %s, exit layer %d, speculations %s, max tokens %d\n", m->default_strategy,
+           m->default_exit_layer, k, m->default_max_tokens);
+    printf("drafting:    source %s, draft vocabulary %d", m->default_draft_source, m->default_draft_vocab);
+    if (m->draft_adapter && *m->draft_adapter)
+        printf("; adapter %s (exit layer %d, frequency table %d tokens)", m->draft_adapter,
+               m->draft_adapter_exit_layer, m->draft_vocab_max);
+    printf("\ndraft sources:");
+    for (size_t i = 0; i < m->n_draft_sources; i++) printf("%s %s", i ? "," : "", m->draft_sources[i]);
+    printf("\n");
     printf("strategies: ");
     for (size_t i = 0; i < m->n_strategies; i++) printf("%s %s", i ? "," : "", m->strategies[i]);
     printf("\nranges:      ");

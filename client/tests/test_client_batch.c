@@ -185,7 +185,31 @@ static void test_parse_ok(void) {
     CHECK_EQ_INT(req.n_stop, 2);
     CHECK_EQ_INT(req.exit_layer, 6);
     CHECK(req.ignore_eos);
+    CHECK(req.draft_vocab_option_case == LAYERSKIP__V1__GENERATE_REQUEST__DRAFT_VOCAB_OPTION__NOT_SET);
+    CHECK(req.draft_source == NULL || req.draft_source[0] == 0);
     lsc_batch_item_free(&it);
+
+    /* the draft fields: num_speculations "auto" is -1 on the wire, draft_vocab 0 is sent (the full head) */
+    CHECK(parse("{\"id\":8,\"prompt\":\"p\",\"num_speculations\":\"auto\",\"draft_source\":\"lookup\","
+                "\"draft_vocab\":0}", &it, &err) == LSC_OK);
+    CHECK_EQ_INT(it.params.num_speculations, LSC_NUM_SPECULATIONS_AUTO);
+    CHECK_EQ_STR(it.params.draft_source, "lookup");
+    lsc_gen_request_fill(&it.params, it.prompt, &req, &sp);
+    CHECK_EQ_INT(req.num_speculations, -1);
+    CHECK_EQ_STR(req.draft_source, "lookup");
+    CHECK(req.draft_vocab_option_case == LAYERSKIP__V1__GENERATE_REQUEST__DRAFT_VOCAB_OPTION_DRAFT_VOCAB);
+    CHECK_EQ_INT(req.draft_vocab, 0);
+    lsc_batch_item_free(&it);
+    CHECK(parse("{\"id\":9,\"prompt\":\"p\",\"num_speculations\":\"5\",\"draft_vocab\":4096}", &it, &err) ==
+          LSC_OK);
+    CHECK_EQ_INT(it.params.num_speculations, 5);
+    CHECK(it.params.has_draft_vocab && it.params.draft_vocab == 4096);
+    lsc_batch_item_free(&it);
+    int k = 0;
+    CHECK(lsc_num_speculations_parse("auto", &k) && k == LSC_NUM_SPECULATIONS_AUTO);
+    CHECK(lsc_num_speculations_parse("32", &k) && k == 32);
+    CHECK(!lsc_num_speculations_parse("0", &k) && !lsc_num_speculations_parse("-1", &k) &&
+          !lsc_num_speculations_parse("Auto", &k) && !lsc_num_speculations_parse("", &k));
 
     /* temperature 0 in a line means greedy even if the defaults sample */
     lsc_gen_params d2;
@@ -227,6 +251,10 @@ static void test_parse_errors(void) {
         {"{\"id\":1,\"prompt\":\"p\",\"seed\":-3}", true, "\"seed\""},
         {"{\"id\":1,\"prompt\":\"p\",\"ignore_eos\":1}", true, "\"ignore_eos\""},
         {"{\"id\":1,\"prompt\":\"p\",\"max_token\":4}", true, "unknown field \"max_token\""},
+        {"{\"id\":1,\"prompt\":\"p\",\"num_speculations\":\"many\"}", true, "\"num_speculations\""},
+        {"{\"id\":1,\"prompt\":\"p\",\"num_speculations\":-1}", true, "or \"auto\""},
+        {"{\"id\":1,\"prompt\":\"p\",\"draft_source\":3}", true, "\"draft_source\" must be a string"},
+        {"{\"id\":1,\"prompt\":\"p\",\"draft_vocab\":-5}", true, "\"draft_vocab\""},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         lsc_batch_item it;
@@ -251,6 +279,18 @@ static void test_output_lines(void) {
     stats.acceptance_rate = 0.75;
     stats.strategy = "self_speculative";
     stats.seed = 18446744073709551615ull;
+    stats.num_speculations = -1;
+    stats.draft_source = "auto";
+    Layerskip__V1__DraftSourceStats lookup = LAYERSKIP__V1__DRAFT_SOURCE_STATS__INIT, *by[1] = {&lookup};
+    lookup.source = "lookup";
+    lookup.drafted = 4;
+    lookup.accepted = 3;
+    stats.n_by_source = 1;
+    stats.by_source = by;
+    int64_t by_k[3] = {1, 0, 2};
+    stats.n_rounds_by_k = 3;
+    stats.rounds_by_k = by_k;
+    stats.mean_k = 4.0 / 3.0;
     Layerskip__V1__GenerateResponse r = LAYERSKIP__V1__GENERATE_RESPONSE__INIT;
     r.text = "a\"b\nc";
     int32_t ids[3] = {10, 11, 12};
@@ -274,8 +314,25 @@ static void test_output_lines(void) {
     CHECK_EQ_STR(cJSON_GetObjectItem(s, "seed")->valuestring, "18446744073709551615");
     static const char *fields[] = {"prompt_tokens", "generated_tokens", "drafted", "accepted", "acceptance_rate",
                                    "time_to_first_token_ms", "tokens_per_second", "queue_ms", "total_ms",
-                                   "strategy", "exit_layer", "num_speculations", "seed", "rounds"};
+                                   "strategy", "exit_layer", "num_speculations", "seed", "rounds",
+                                   "draft_source", "draft_vocab", "by_source", "rounds_by_k", "mean_k"};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) CHECK(cJSON_GetObjectItem(s, fields[i]) != NULL);
+    CHECK_EQ_INT(cJSON_GetObjectItem(s, "num_speculations")->valueint, -1);
+    CHECK_EQ_STR(cJSON_GetObjectItem(s, "draft_source")->valuestring, "auto");
+    const cJSON *bs = cJSON_GetArrayItem(cJSON_GetObjectItem(s, "by_source"), 0);
+    CHECK(bs != NULL);
+    CHECK_EQ_STR(cJSON_GetObjectItem(bs, "source")->valuestring, "lookup");
+    CHECK_EQ_INT(cJSON_GetObjectItem(bs, "accepted")->valueint, 3);
+    CHECK_EQ_INT(cJSON_GetArraySize(cJSON_GetObjectItem(s, "rounds_by_k")), 3);
+    CHECK_EQ_INT(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "rounds_by_k"), 2)->valueint, 2);
+
+    /* a deep copy outlives the message it was made from */
+    Layerskip__V1__Stats *copy = lsc_stats_copy(&stats);
+    CHECK(copy != NULL);
+    CHECK_EQ_STR(copy->draft_source, "auto");
+    CHECK(copy->n_by_source == 1 && copy->by_source[0]->drafted == 4 && copy->by_source[0] != &lookup);
+    CHECK(copy->n_rounds_by_k == 3 && copy->rounds_by_k[2] == 2 && copy->rounds_by_k != by_k);
+    layerskip__v1__stats__free_unpacked(copy, NULL);
     cJSON_Delete(o);
 
     /* written lines are read back by a resume scan under the same key */
