@@ -10,7 +10,7 @@
 #include <string.h>
 
 uint64_t ls_vocab_hash(const ls_tokenizer *t) {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 14695981039346656037ull; /* FNV-1a 64 offset basis */
     const int32_t n = ls_tokenizer_n_vocab(t);
     for (int32_t i = 0; i < n; i++) {
         const char *p = ls_tokenizer_piece(t, i);
@@ -58,7 +58,10 @@ static ls_status get_weight(ls_adapter *a, const char *name, int64_t rows, int64
     const gguf_tensor_info *t = gguf_find_tensor(a->g, name);
     if (!t) return ls_err_set(err, LS_ERR_MISSING, "draft adapter %s: tensor %s is missing", a->path, name);
     const int64_t want_dims = rows == 1 ? 1 : 2;
-    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1 || (int64_t)t->n_dims > want_dims)
+    if ((int64_t)t->n_dims != want_dims)
+        return ls_err_set(err, LS_ERR_FORMAT, "draft adapter %s: tensor %s has %u dimensions, expected %lld", a->path,
+                          name, t->n_dims, (long long)want_dims);
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] != 1 || t->ne[3] != 1)
         return ls_err_set(err, LS_ERR_FORMAT, "draft adapter %s: tensor %s has shape [%lld, %lld], expected [%lld, "
                           "%lld] (cols, rows) for this model", a->path, name, (long long)t->ne[0],
                           (long long)t->ne[1], (long long)cols, (long long)rows);
