@@ -243,7 +243,7 @@ int main(int argc, char **argv) {
     const int L = mc->n_layers;
     if (cfg.draft_adapter[0]) {
         if (ls_adapter_load(cfg.draft_adapter, model, &adapter, &lerr) != LS_OK) {
-            fprintf(stderr, "layerskipd: --draft-adapter %s: %s\n", cfg.draft_adapter, lerr.msg);
+            fprintf(stderr, "layerskipd: --draft-adapter: %s\n", lerr.msg); /* the engine's message names the file */
             rc = 1;
             goto out;
         }

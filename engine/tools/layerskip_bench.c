@@ -751,7 +751,7 @@ int main(int argc, char **argv) {
     char *text = NULL;
 
     if (o.draft_adapter && ls_adapter_load(o.draft_adapter, model, &adapter, &err) != LS_OK) {
-        fprintf(stderr, "layerskip-bench: --draft-adapter %s: %s\n", o.draft_adapter, err.msg);
+        fprintf(stderr, "layerskip-bench: --draft-adapter: %s\n", err.msg); /* the message names the file */
         rc = 1;
         goto done;
     }
