@@ -212,7 +212,8 @@ static void test_tokenize_and_info(void) {
 }
 
 /* a draft adapter holding only a frequency table of n_table tokens (ids 0..n-1) for
- * model m, E = 7 (docs/ADAPTER.md; the vocabulary hash computed here, as documented) */
+ * model m, E = 7 (docs/ADAPTER.md; the vocabulary hash computed here, as documented;
+ * tests/test_bench_cli.c has the same helper) */
 static bool write_table_adapter(const ls_model *m, int n_table, const char *path) {
     const ls_config *c = ls_model_config(m);
     const ls_tokenizer *t = ls_model_tokenizer(m);

@@ -33,9 +33,9 @@ def stubs():
     return grpc, pb, pbg, health_pb2, health_pb2_grpc
 
 
-def bench_text(prompt, n, strategy="autoregressive", e=None, k=None):
+def bench_text(prompt, n, strategy="autoregressive", e=None, k=None, extra=()):
     cmd = [ARGS.bench, "--model", ARGS.model, "-p", prompt, "-n", str(n), "--json", "-t", "1",
-           "--generation-strategy", strategy]
+           "--generation-strategy", strategy] + list(extra)
     if e:
         cmd += ["--exit-layer", str(e)]
     if k:
@@ -177,6 +177,92 @@ class TestSameAnswer(Base):
         c = self.stub.Generate(self.req(max_tokens=10, sampling=self.pb.SamplingParams(temperature=0.8)),
                                timeout=300)
         self.assertNotEqual(c.stats.seed, 0)
+
+
+SOURCES = ["exit", "adapter", "lookup"]  # Stats.by_source, in this order
+
+
+class TestDraftOptions(Base):
+    """draft_source, draft_vocab and num_speculations -1 (auto): greedy output stays the
+    autoregressive one, and the statistics say what drafted and which k the rounds used"""
+
+    def check_draft_stats(self, s, source, auto):
+        self.assertEqual(s.strategy, "self_speculative")
+        self.assertEqual(s.draft_source, source)
+        self.assertEqual(s.num_speculations == -1, auto)
+        self.assertEqual([b.source for b in s.by_source], SOURCES)
+        by = {b.source: b for b in s.by_source}
+        self.assertEqual(sum(b.drafted for b in s.by_source), s.drafted)
+        self.assertEqual(sum(b.accepted for b in s.by_source), s.accepted)
+        for b in s.by_source:
+            self.assertGreaterEqual(b.drafted, b.accepted)
+            self.assertGreaterEqual(b.accepted, 0)
+        self.assertEqual(sum(s.rounds_by_k), s.rounds)
+        if s.rounds_by_k:
+            self.assertNotEqual(s.rounds_by_k[-1], 0)  # trimmed after the largest k used
+        mean = sum(k * n for k, n in enumerate(s.rounds_by_k)) / s.rounds if s.rounds else 0
+        self.assertAlmostEqual(s.mean_k, mean, places=9)
+        return by
+
+    def test_lookup_and_auto_match_autoregressive(self):
+        info = self.stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=30)
+        self.assertEqual(info.default_draft_source, "auto")
+        self.assertEqual(list(info.draft_sources), ["auto"] + SOURCES)
+        self.assertEqual((info.default_draft_vocab, info.draft_adapter, info.draft_vocab_max,
+                          info.draft_adapter_exit_layer), (0, "", 0, 0))
+        self.assertEqual(info.auto_speculations_max, 8)
+        self.assertEqual(info.default_num_speculations, 4)
+        for prompt in [PROMPTS[0], PROMPTS[3], "1, 2, 3, 4, 1, 2, 3, 4, 1, 2,"]:
+            ar = self.stub.Generate(self.req(prompt, max_tokens=N_TOKENS, ignore_eos=True), timeout=300)
+            for source, k in (("lookup", 4), ("lookup", -1), ("exit", -1), ("auto", -1), ("auto", 3)):
+                with self.subTest(prompt=prompt, source=source, k=k):
+                    r = self.req(prompt, max_tokens=N_TOKENS, ignore_eos=True, strategy="self_speculative",
+                                 exit_layer=8, num_speculations=k, draft_source=source)
+                    g = self.stub.Generate(r, timeout=300)
+                    self.assertEqual(list(g.token_ids), list(ar.token_ids))
+                    self.assertEqual(g.text, ar.text)
+                    chunks, text, ids = self.stream_all(r)
+                    self.assertEqual(ids, list(ar.token_ids))
+                    for s in (g.stats, chunks[-1].stats):
+                        by = self.check_draft_stats(s, source, k == -1)
+                        self.assertEqual(s.draft_vocab, 0)
+                        self.assertGreaterEqual(by["lookup"].drafted, 0)
+                        self.assertEqual(by["adapter"].drafted, 0)  # none loaded
+                        if source == "lookup":
+                            self.assertEqual(by["exit"].drafted, 0)
+                        if source == "exit":
+                            self.assertEqual(by["lookup"].drafted, 0)
+                        if k == -1:
+                            self.assertLessEqual(len(s.rounds_by_k), 9)  # k in [0, 8]
+                        else:
+                            self.assertLessEqual(len(s.rounds_by_k), k + 1)
+                    if k > 0 and source == "lookup":
+                        # lookup drafting with a fixed k is deterministic: the engine tool's rounds
+                        want = bench_text(prompt, N_TOKENS, "self_speculative", 8, k,
+                                          ["--draft-source", source, "--ignore-eos"])
+                        self.assertEqual(want["token_ids"], list(g.token_ids))
+                        self.assertEqual((g.stats.drafted, g.stats.accepted, g.stats.rounds),
+                                         (want["drafted"], want["accepted"], want["rounds"]))
+                        self.assertEqual(g.stats.by_source[2].drafted, want["drafted_by"]["lookup"])
+                        self.assertEqual(list(g.stats.rounds_by_k), want["rounds_by_k"])
+        # the other strategies carry no drafting statistics
+        g = self.stub.Generate(self.req(max_tokens=3, draft_source="lookup", num_speculations=-1), timeout=300)
+        self.assertEqual((g.stats.draft_source, len(g.stats.by_source), len(g.stats.rounds_by_k)), ("", 0, 0))
+
+    def test_bad_draft_fields(self):
+        IA = self.grpc.StatusCode.INVALID_ARGUMENT
+        gen = lambda **kw: (lambda: self.stub.Generate(self.req(strategy="self_speculative", max_tokens=2, **kw),
+                                                       timeout=60))
+        self.assert_code(gen(draft_source="kangaroo"), IA, "draft_source", "lookup")
+        # no adapter loaded: the engine's messages
+        self.assert_code(gen(draft_source="adapter"), IA, "adapter", "--draft-adapter")
+        self.assert_code(gen(draft_vocab=5), IA, "draft_vocab")
+        self.assert_code(gen(draft_vocab=-1), IA, "draft_vocab")
+        self.assert_code(gen(num_speculations=-2), IA, "num_speculations", "auto")
+        self.assert_code(lambda: list(self.stub.GenerateStream(self.req(strategy="self_speculative", draft_vocab=7),
+                                                               timeout=60)), IA, "draft_vocab")
+        # explicitly the full head is fine
+        self.assertTrue(gen(draft_vocab=0)().token_ids)
 
 
 class TestBadRequests(Base):
@@ -416,6 +502,43 @@ class TestOtherDaemons(Base):
         self.assertEqual(d.proc.returncode, 0, d.log_tail())
         self.assertEqual(d.stop(), 0)
 
+    def test_draft_adapter_daemon(self):
+        """--draft-adapter (a frequency table trained after layer 12) with --draft-vocab,
+        --draft-source and --num-speculations auto as the daemon's defaults"""
+        from daemon_harness import Daemon
+        from table_adapter import write_table_adapter
+        path = os.path.join(scratch_dir("adapter"), "table.E12.gguf")
+        write_table_adapter(ARGS.model, path, 12, 1000)
+        d = Daemon(ARGS.daemon, ARGS.model, ["--threads", "1", "--max-sessions", "1", "--ctx", "256",
+                                             "--draft-adapter", path, "--draft-vocab", "500", "--draft-source", "exit",
+                                             "--num-speculations", "auto", "--strategy", "self_speculative"])
+        try:
+            stub = self.pbg.LayerSkipStub(d.channel)
+            info = stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=30)
+            self.assertEqual((info.draft_adapter, info.draft_adapter_exit_layer, info.draft_vocab_max), (path, 12, 1000))
+            self.assertEqual(info.default_exit_layer, 12)  # the adapter's E
+            self.assertEqual((info.default_draft_vocab, info.default_draft_source, info.default_num_speculations),
+                             (500, "exit", -1))
+            ar = self.stub.Generate(self.req(PROMPTS[1], max_tokens=N_TOKENS, ignore_eos=True), timeout=300)
+            g = stub.Generate(self.req(PROMPTS[1], max_tokens=N_TOKENS, ignore_eos=True), timeout=300)
+            self.assertEqual(list(g.token_ids), list(ar.token_ids))
+            s = g.stats
+            self.assertEqual((s.strategy, s.exit_layer, s.num_speculations, s.draft_source, s.draft_vocab),
+                             ("self_speculative", 12, -1, "exit", 500))
+            self.assertEqual(sum(s.rounds_by_k), s.rounds)
+            g = stub.Generate(self.req(PROMPTS[1], max_tokens=N_TOKENS, ignore_eos=True, draft_vocab=0,
+                                       num_speculations=2), timeout=300)
+            self.assertEqual(list(g.token_ids), list(ar.token_ids))
+            self.assertEqual((g.stats.draft_vocab, g.stats.num_speculations), (0, 2))
+            self.assertLessEqual(len(g.stats.rounds_by_k), 3)
+            IA = self.grpc.StatusCode.INVALID_ARGUMENT
+            self.assert_code(lambda: stub.Generate(self.req(draft_vocab=1001, max_tokens=2), timeout=60), IA,
+                             "draft_vocab 1001 is out of range [1, 1000]")
+            self.assert_code(lambda: stub.Generate(self.req(draft_source="adapter", max_tokens=2), timeout=60), IA,
+                             "frequency table")
+        finally:
+            self.assertEqual(d.stop(), 0, d.log_tail())
+
     def test_startup_errors(self):
         def run(*args):
             return subprocess.run([ARGS.daemon] + list(args), capture_output=True, text=True, timeout=120)
@@ -428,11 +551,29 @@ class TestOtherDaemons(Base):
         r = run("--model", ARGS.model, "--max-sessions", "0")
         self.assertEqual(r.returncode, 2)
         self.assertIn("max-sessions", r.stderr)
+        # the draft options: the adapter file is loaded at startup, the engine checks the defaults
+        r = run("--model", ARGS.model, "--listen", "127.0.0.1:0", "--draft-adapter", "/nonexistent/a.gguf")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--draft-adapter", r.stderr)
+        self.assertIn("/nonexistent/a.gguf", r.stderr)
+        r = run("--model", ARGS.model, "--listen", "127.0.0.1:0", "--draft-adapter", ARGS.model)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("not a draft adapter", r.stderr)
+        r = run("--model", ARGS.model, "--draft-source", "kangaroo")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--draft-source", r.stderr)
+        r = run("--model", ARGS.model, "--listen", "127.0.0.1:0", "--draft-vocab", "5")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("draft_vocab 5", r.stderr)
+        r = run("--model", ARGS.model, "--listen", "127.0.0.1:0", "--draft-source", "adapter")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--draft-adapter", r.stderr)
         r = run("--help")
         self.assertEqual(r.returncode, 0)
         for flag in ("--model", "--listen", "--threads", "--ctx", "--max-sessions", "--max-queue", "--tls-cert",
                      "--tls-key", "--auth-token-file", "--metrics-listen", "--config", "--log-level",
-                     "--strategy", "--exit-layer", "--num-speculations"):
+                     "--strategy", "--exit-layer", "--num-speculations", "--draft-source", "--draft-adapter",
+                     "--draft-vocab"):
             self.assertIn(flag, r.stdout)
         # port already taken by the main daemon
         r = run("--model", ARGS.model, "--listen", MAIN.addr)
