@@ -3,9 +3,7 @@
  * array; sampling with a seed is reproducible; bad flags exit 2; the draft
  * options (--draft-source, --draft-adapter, --draft-vocab, --num-speculations
  * auto) reach the JSON, the CSV and the output stays the autoregressive one. */
-#include "gguf_writer.h"
-#include "layerskip/engine.h"
-#include "layerskip/tokenizer.h"
+#include "random_adapter.h"
 #include "test_util.h"
 
 #include <cJSON.h>
@@ -150,42 +148,13 @@ static void test_layerskip_modes(void) {
     free(out);
 }
 
-/* a draft adapter holding only a frequency table of n_table tokens (ids 0..n-1),
- * trained-after layer E, for the default model (docs/ADAPTER.md; the same
- * helper as tests/test_daemon_service.c) */
+/* a draft adapter holding only a frequency table of n_table tokens, trained
+ * after layer E, for the default model */
 static bool write_table_adapter(int E, int n_table, const char *path) {
     ls_model *m;
     ls_err err;
     if (ls_model_load(tu_default_model(), &m, &err) != LS_OK) return false;
-    const ls_config *c = ls_model_config(m);
-    const ls_tokenizer *t = ls_model_tokenizer(m);
-    uint64_t h = 1469598103934665603ull;
-    for (int32_t i = 0; i < ls_tokenizer_n_vocab(t); i++) {
-        const char *p = ls_tokenizer_piece(t, i);
-        const size_t n = p ? ls_tokenizer_piece_len(t, i) : 0;
-        for (size_t j = 0; j < n; j++) h = (h ^ (uint8_t)p[j]) * 1099511628211ull;
-        h *= 1099511628211ull; /* the 0 byte after each piece */
-    }
-    int32_t *table = malloc(sizeof(int32_t) * (size_t)n_table);
-    for (int i = 0; i < n_table; i++) table[i] = i;
-    gguf_writer *w = gguf_writer_init();
-    gguf_writer_add_str(w, "general.architecture", "layerskip-adapter");
-    gguf_writer_add_u32(w, "layerskip.adapter.version", 1);
-    gguf_writer_add_u32(w, "layerskip.adapter.exit_layer", (uint32_t)E);
-    gguf_writer_add_u32(w, "layerskip.adapter.ffn_dim", 0);
-    gguf_writer_add_bool(w, "layerskip.adapter.has_block", false);
-    gguf_writer_add_str(w, "layerskip.base.architecture", c->arch);
-    gguf_writer_add_u32(w, "layerskip.base.block_count", (uint32_t)c->n_layers);
-    gguf_writer_add_u32(w, "layerskip.base.embedding_length", (uint32_t)c->dim);
-    gguf_writer_add_u32(w, "layerskip.base.feed_forward_length", (uint32_t)c->ffn_dim);
-    gguf_writer_add_u32(w, "layerskip.base.head_count", (uint32_t)c->n_heads);
-    gguf_writer_add_u32(w, "layerskip.base.head_count_kv", (uint32_t)c->n_kv_heads);
-    gguf_writer_add_u32(w, "layerskip.base.vocab_size", (uint32_t)c->n_vocab);
-    gguf_writer_add_u64(w, "layerskip.base.vocab_hash", h);
-    gguf_writer_add_arr(w, "layerskip.draft_vocab", GGUF_TYPE_INT32, table, (uint64_t)n_table);
-    bool ok = gguf_writer_write(w, path);
-    gguf_writer_free(w);
-    free(table);
+    bool ok = ra_write_for_model(m, &(ra_spec){.exit_layer = E, .no_block = true, .n_table = n_table, .seed = 1}, path);
     ls_model_free(m);
     return ok;
 }

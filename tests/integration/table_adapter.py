@@ -53,7 +53,7 @@ def write_table_adapter(model_path, out, exit_layer, n_table):
     kv = _read_gguf_kv(model_path)
     arch = kv["general.architecture"].decode()
     tokens = kv["tokenizer.ggml.tokens"]
-    h = 1469598103934665603
+    h = 0xCBF29CE484222325  # FNV-1a 64 offset basis
     for t in tokens:
         for b in t + b"\0":
             h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
