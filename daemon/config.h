@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "layerskip/speculate.h"
+
 #ifndef LSD_VERSION
 #define LSD_VERSION "0.1.0"
 #endif
@@ -45,12 +47,8 @@ typedef struct lsd_config {
 
 /* num_speculations given as "auto" (the request's -1): the engine chooses k
  * per round in [0, LS_AUTO_SPECULATIONS_MAX] (ls_gen_params.auto_speculations
- * with that bound as num_speculations). layerskip-bench's "auto" is the same
- * bound; the name is the engine's so that speculate.h can take it over. */
+ * with that bound as num_speculations; speculate.h). */
 #define LSD_NUM_SPECULATIONS_AUTO (-1)
-#ifndef LS_AUTO_SPECULATIONS_MAX
-#define LS_AUTO_SPECULATIONS_MAX 8
-#endif
 
 typedef enum lsd_config_result {
     LSD_CONFIG_OK = 0,

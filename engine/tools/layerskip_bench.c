@@ -15,12 +15,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
-/* --num-speculations auto: k per round in [0, this] (layerskipd's auto is
- * the same bound, daemon/config.h; the name is the engine's so that
- * speculate.h can take it over) */
-#ifndef LS_AUTO_SPECULATIONS_MAX
-#define LS_AUTO_SPECULATIONS_MAX 8
-#endif
+/* --num-speculations auto: k per round in [0, LS_AUTO_SPECULATIONS_MAX] (speculate.h) */
 #define XSTR(x) STR(x)
 #define STR(x) #x
 

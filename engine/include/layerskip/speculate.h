@@ -29,6 +29,8 @@
 struct ls_gen_params;
 
 #define LS_MAX_SPECULATIONS 32 /* drafts per round at most */
+/* "--num-speculations auto": the bound on the k the policy picks each round */
+#define LS_AUTO_SPECULATIONS_MAX 8
 
 typedef enum ls_draft_source {
     LS_DRAFT_AUTO = 0,    /* lookup when it matches, else adapter if loaded, else exit */
