@@ -37,6 +37,11 @@ add_test(NAME mpi_pipeline_3ranks_e4 COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np
 add_test(NAME mpi_concurrent_2ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --concurrent 4)
 add_test(NAME mpi_concurrent_3ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 1 ${PC} --concurrent 3
   : -np 2 ${WK})
+# sampled self-speculation with adapter and lookup drafts follows the full
+# model's distribution (chi-square; a random 16-token model): 2 ranks, and 3
+# through the real worker binary (the middle stage relays the draft distributions)
+add_test(NAME mpi_sampling_2ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --sampling)
+add_test(NAME mpi_sampling_3ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 1 ${PC} --sampling : -np 2 ${WK})
 add_test(NAME mpi_layouts COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 3 ${PC} --layouts)
 add_test(NAME mpi_trace_overlap COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --trace ${LSW_TRACE_PREFIX})
 add_test(NAME mpi_stopped_stage COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --hang)
@@ -48,6 +53,6 @@ add_test(NAME mpi_worker_model_mismatch COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} 
   : -np 1 ${WK} --model ${CMAKE_CURRENT_LIST_DIR}/../../models/vocab/ggml-vocab-llama-bpe.gguf)
 set_tests_properties(test_mpi_msg PROPERTIES ENVIRONMENT "${LS_TEST_ENV}" TIMEOUT 60)
 set_tests_properties(mpi_pipeline_2ranks_e8 mpi_pipeline_2ranks_e4 mpi_pipeline_3ranks_e8 mpi_pipeline_3ranks_e4
-  mpi_concurrent_2ranks mpi_concurrent_3ranks mpi_layouts mpi_trace_overlap mpi_stopped_stage
+  mpi_concurrent_2ranks mpi_concurrent_3ranks mpi_sampling_2ranks mpi_sampling_3ranks mpi_layouts mpi_trace_overlap mpi_stopped_stage
   mpi_worker_stages_mismatch mpi_worker_model_mismatch
   PROPERTIES ENVIRONMENT "${LSW_TEST_ENV}" TIMEOUT 300 RUN_SERIAL TRUE)

@@ -9,7 +9,21 @@
  *        ls_generate's on one process. Plus n_predict 0/1/2, a stopping
  *        callback, a full context, sampled autoregressive (equal to
  *        ls_generate's draws), sampled self_speculative (valid tokens), and
- *        request errors.
+ *        request errors. And the draft sources: lookup, a random adapter
+ *        written for the split's exit layer (tests/support/random_adapter.c;
+ *        with and without its table as the draft vocabulary), auto with and
+ *        without the adapter, fixed and auto k, on a prompt the model copies
+ *        from (lookup drafts and is accepted) and plain ones: output equal
+ *        to ls_generate's, per-source statistics adding up.
+ *   --sampling      a random 4-layer model over a 16-token vocabulary split
+ *        0-1 | 1-4 (2 ranks) or 0-1 | 1-2 | 2-4 (3 ranks): sampled
+ *        self-speculation with adapter drafts (a random adapter after layer
+ *        1) and with lookup drafts (a point mass on the prompt's earlier
+ *        continuation): the first token's counts pass a chi-square test
+ *        against the full model's distribution and fail one against the
+ *        draft's, the first two tokens' joint counts pass too (as
+ *        test_spec_sampling checks ls_generate; the pipeline's draws are its
+ *        own).
  *   --layouts       bad layouts and options are refused with clear errors
  *   --trace PREFIX  a 2-rank run traced: drafting on rank 0 overlaps
  *                   verification on rank 1 in time
@@ -22,11 +36,16 @@
  *                   started with a different --stages or --model) */
 #include "test_util.h"
 #include "pipeline.h"
+#include "chi2.h"
+#include "random_adapter.h"
+#include "random_model.h"
+#include "tiny_vocab.h"
 #include "layerskip/tokenizer.h"
 
 #include <pthread.h>
 #include <signal.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Under AddressSanitizer (about 5x slower): fewer tokens, two prompts
  * (one plain, the chat one), one k per prompt. */
@@ -38,6 +57,7 @@
 #define LIGHT 0
 #endif
 #define N_CTX 256
+#define N_GEN_SRC (LIGHT ? 10 : 16) /* per draft-source case */
 
 static const char *PROMPTS[] = {
     "The history of the Roman Empire begins with",
@@ -47,6 +67,10 @@ static const char *PROMPTS[] = {
 #define N_PROMPTS ((int)(sizeof PROMPTS / sizeof PROMPTS[0]))
 /* ends in <|im_end|> within a few tokens: EOS honoured */
 static const char *CHAT = "<|im_start|>user\nSay only the word yes.<|im_end|>\n<|im_start|>assistant\n";
+/* the model copies the sentence, then writes something new: lookup drafts */
+static const char *COPY = "<|im_start|>user\nWrite the sentence \"the cat sat on the mat\" three times.<|im_end|>\n"
+                          "<|im_start|>assistant\nthe cat sat on the mat\nthe cat";
+#define COPY_IDX (N_PROMPTS + 1)
 
 typedef struct run_out {
     int32_t ids[N_CTX];
@@ -61,8 +85,8 @@ typedef struct world {
     ls_model *m;
     ls_ctx *ctx;
     ls_kv *kv;
-    int32_t prompts[N_PROMPTS + 1][128];
-    int np[N_PROMPTS + 1];
+    int32_t prompts[N_PROMPTS + 2][128];
+    int np[N_PROMPTS + 2];
 } world;
 
 static ls_gen_params params(ls_strategy s, int E, int k, int n, bool ignore_eog) {
@@ -115,6 +139,93 @@ static lsw_options popts(const char *stages) {
     o.max_batch = 32;
     o.timeout_s = 60; /* generous: the machine is shared and ASan is slow */
     return o;
+}
+
+/* drafted/accepted per source and rounds per k add up, and only the
+ * sources the request allows drafted */
+static bool stats_add_up(const ls_gen_stats *s, ls_draft_source src, bool block, int k) {
+    int64_t d = 0, a = 0, r = 0;
+    for (int i = 0; i < LS_N_DRAFT_SOURCES; i++) {
+        d += s->drafted_by[i];
+        a += s->accepted_by[i];
+    }
+    for (int i = 0; i <= LS_MAX_SPECULATIONS; i++) {
+        r += s->rounds_by_k[i];
+        if (i > k && s->rounds_by_k[i]) return false;
+    }
+    const bool may[LS_N_DRAFT_SOURCES] = {
+        [LS_DRAFT_EXIT] = src == LS_DRAFT_EXIT || (src == LS_DRAFT_AUTO && !block),
+        [LS_DRAFT_ADAPTER] = src == LS_DRAFT_ADAPTER || (src == LS_DRAFT_AUTO && block),
+        [LS_DRAFT_LOOKUP] = src == LS_DRAFT_LOOKUP || src == LS_DRAFT_AUTO,
+    };
+    for (int i = 0; i < LS_N_DRAFT_SOURCES; i++)
+        if (!may[i] && s->drafted_by[i]) return false;
+    return d == s->drafted && a == s->accepted && r == s->rounds && s->accepted <= s->drafted;
+}
+
+/* the draft sources through the pipeline: a random adapter written for exit
+ * layer E (its block after layer E, an 8000-entry table) */
+static void check_sources(world *w, lsw_pipeline *pl, int E, const char *stages) {
+    char name[96];
+    snprintf(name, sizeof name, "pipeline_adapter_e%d_%d.gguf", E, (int)getpid());
+    const char *path = tu_tmp_path(name);
+    const ra_spec as = {.exit_layer = E, .ffn_dim = 256, .dtype = LS_TYPE_F16, .seed = 900 + (uint64_t)E,
+                        .n_table = 8000};
+    REQUIRE(ra_write_for_model(w->m, &as, path));
+    ls_adapter *ad = NULL;
+    ls_err err = {{0}};
+    ls_status st = ls_adapter_load(path, w->m, &ad, &err);
+    remove(path); /* the adapter keeps its mapping */
+    if (st != LS_OK) fprintf(stderr, "  adapter: %s\n", err.msg);
+    REQUIRE(st == LS_OK);
+    static const struct { ls_draft_source src; bool adapter; int dv, k; bool auto_k; int prompt; bool light; } cases[] = {
+        {LS_DRAFT_LOOKUP, false, 0, 4, false, COPY_IDX, true},
+        {LS_DRAFT_ADAPTER, true, 2000, 4, false, COPY_IDX, true},
+        {LS_DRAFT_AUTO, true, 0, 4, false, COPY_IDX, true},
+        {LS_DRAFT_AUTO, true, 1000, 8, true, COPY_IDX, true},
+        {LS_DRAFT_ADAPTER, true, 0, 3, false, 0, false},
+        {LS_DRAFT_AUTO, false, 0, 4, true, 2, false},
+        {LS_DRAFT_LOOKUP, true, 4000, 2, true, 1, false},
+        {LS_DRAFT_EXIT, true, 500, 3, false, 0, false},
+        {LS_DRAFT_AUTO, true, 8000, 2, false, N_PROMPTS, false}, /* the chat prompt, EOS honoured */
+    };
+    static run_out a, b;
+    char what[160];
+    /* every case on 2 ranks at E = 8, the light subset on the other splits */
+    const bool all = !LIGHT && w->size == 2 && E == 8;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        if (!all && !cases[c].light) continue;
+        const int pi = cases[c].prompt;
+        const bool eog = pi == N_PROMPTS;
+        ls_gen_params ar = params(LS_STRATEGY_AUTOREGRESSIVE, 0, 0, N_GEN_SRC, !eog);
+        single(w, pi, &ar, NULL, NULL, &a);
+        REQUIRE(a.st == LS_OK);
+        ls_gen_params sp = params(LS_STRATEGY_SELF_SPECULATIVE, E, cases[c].k, N_GEN_SRC, !eog);
+        sp.draft_source = cases[c].src;
+        sp.adapter = cases[c].adapter ? ad : NULL;
+        sp.draft_vocab = cases[c].dv;
+        sp.auto_speculations = cases[c].auto_k;
+        piped(pl, w, pi, &sp, NULL, NULL, &b);
+        snprintf(what, sizeof what, "%s prompt %d source %s%s dv %d k=%d%s", stages, pi,
+                 ls_draft_source_name(cases[c].src), cases[c].adapter ? "+adapter" : "", cases[c].dv, cases[c].k,
+                 cases[c].auto_k ? " auto" : "");
+        CHECK(same(what, &a, &b));
+        const ls_gen_stats *g = &b.stats;
+        const bool add_up = stats_add_up(g, cases[c].src, cases[c].adapter, cases[c].k);
+        CHECK(add_up);
+        fprintf(stderr, "   %s: accepted/drafted exit %lld/%lld adapter %lld/%lld lookup %lld/%lld, %lld rounds%s\n",
+                what, (long long)g->accepted_by[LS_DRAFT_EXIT], (long long)g->drafted_by[LS_DRAFT_EXIT],
+                (long long)g->accepted_by[LS_DRAFT_ADAPTER], (long long)g->drafted_by[LS_DRAFT_ADAPTER],
+                (long long)g->accepted_by[LS_DRAFT_LOOKUP], (long long)g->drafted_by[LS_DRAFT_LOOKUP],
+                (long long)g->rounds, add_up ? "" : " (statistics do not add up)");
+        /* the copy prompt with fixed k: lookup drafts and is accepted; auto
+         * with the adapter also drafts from the adapter */
+        if (pi == COPY_IDX && !cases[c].auto_k && cases[c].src != LS_DRAFT_ADAPTER)
+            CHECK(g->drafted_by[LS_DRAFT_LOOKUP] > 0 && g->accepted_by[LS_DRAFT_LOOKUP] > 0);
+        if (pi == COPY_IDX && !cases[c].auto_k && cases[c].src != LS_DRAFT_LOOKUP && cases[c].adapter)
+            CHECK(g->drafted_by[LS_DRAFT_ADAPTER] > 0);
+    }
+    ls_adapter_free(ad);
 }
 
 static void check_split(world *w, const char *stages) {
@@ -204,6 +315,7 @@ static void check_split(world *w, const char *stages) {
         piped(pl, w, 1, &ar, NULL, NULL, &b);
         CHECK(same("sampled autoregressive", &a, &b));
     }
+    check_sources(w, pl, E, stages);
     /* request errors name the field */
     {
         ls_gen_params sp = params(LS_STRATEGY_SELF_SPECULATIVE, E + 1, 2, 4, true);
@@ -236,6 +348,217 @@ static void check_split(world *w, const char *stages) {
     CHECK(same("full context self_speculative", &a, &b));
     ls_kv_free(small);
     lsw_pipeline_free(pl);
+}
+
+/* ---- sampled self-speculation through the pipeline, chi-square ---- */
+
+#define SV 16                     /* the tiny vocabulary */
+#if defined(__SANITIZE_ADDRESS__)
+#define N_PIPE_SAMPLES 2000
+#else
+#define N_PIPE_SAMPLES 4000
+#endif
+
+typedef struct tiny_world {
+    ls_model *m;
+    ls_ctx *ctx;
+    ls_kv *kv;
+} tiny_world;
+
+/* warped next-token distribution (dense) after tokens[0..n), full model */
+static void tiny_next_dist(tiny_world *t, const int32_t *tokens, int n, const ls_sampling *s, double *out) {
+    const ls_config *c = ls_model_config(t->m);
+    float *h = malloc(sizeof(float) * (size_t)n * c->dim), logits[SV];
+    ls_err err = {{0}};
+    ls_kv_truncate(t->kv, 0, c->n_layers, 0);
+    bool ok = ls_embed(t->ctx, tokens, n, h, &err) == LS_OK &&
+              ls_forward(t->ctx, t->kv, 0, c->n_layers, 0, n, h, &err) == LS_OK &&
+              ls_exit_head(t->ctx, h + (size_t)(n - 1) * c->dim, 1, logits, &err) == LS_OK;
+    if (!ok) fprintf(stderr, "  tiny_next_dist: %s\n", err.msg);
+    CHECK(ok);
+    ls_dist d;
+    ls_dist_init(&d, SV);
+    ls_sampler_probs(s, logits, SV, tokens, n, &d);
+    for (int i = 0; i < SV; i++) out[i] = 0;
+    for (int i = 0; i < d.n; i++) out[d.ids[i]] = d.p[i];
+    ls_dist_free(&d);
+    free(h);
+}
+
+/* the adapter's first draft distribution after prompt, from a drafter */
+static void tiny_adapter_dist(tiny_world *t, const ls_adapter *a, const int32_t *prompt, int np, const ls_sampling *s,
+                              double *out) {
+    const ls_config *c = ls_model_config(t->m);
+    ls_gen_params gp = {.n_predict = 2, .sampling = *s, .ignore_eog = true, .strategy = LS_STRATEGY_SELF_SPECULATIVE,
+                        .exit_layer = 1, .num_speculations = 1, .draft_source = LS_DRAFT_ADAPTER, .adapter = a};
+    ls_drafter *d = NULL;
+    ls_err err = {{0}};
+    float *h = malloc(sizeof(float) * 16 * (size_t)c->dim);
+    int32_t hist[32];
+    memcpy(hist, prompt, sizeof(int32_t) * (size_t)np);
+    ls_draft_chunk *ch = calloc(1, sizeof *ch);
+    ls_rng rng;
+    ls_rng_seed(&rng, 1);
+    ls_kv_truncate(t->kv, 0, c->n_layers, 0);
+    bool ok = ls_drafter_create(t->ctx, t->kv, &gp, 32, &d, &err) == LS_OK &&
+              ls_embed(t->ctx, prompt, np - 1, h, &err) == LS_OK &&
+              ls_forward(t->ctx, t->kv, 0, 1, 0, np - 1, h, &err) == LS_OK &&
+              ls_drafter_feed(d, 0, np - 1, h, &err) == LS_OK &&
+              ls_drafter_draft(d, &rng, np - 1, prompt[np - 1], 1, false, hist, h, ch, &err) == LS_OK;
+    if (!ok) fprintf(stderr, "  tiny_adapter_dist: %s\n", err.msg);
+    CHECK(ok && ch->m == 1);
+    for (int i = 0; i < SV; i++) out[i] = 0;
+    for (int i = 0; ok && i < ch->q_n[0]; i++) out[ch->q_ids[0][i]] = ch->q_p[0][i];
+    ls_drafter_free(d);
+    free(ch);
+    free(h);
+}
+
+/* N sampled requests of 3 tokens (k 4) through the pipeline: first-token
+ * counts against the full model's and the draft's distributions, the first
+ * two tokens' against the full model's joint */
+static void pipe_chi2(tiny_world *t, lsw_pipeline *pl, const char *label, const ls_sampling *s, ls_draft_source src,
+                      const ls_adapter *a, const int32_t *prompt, int np, const double *p_draft) {
+    double p_full[SV], tv = 0;
+    static double joint[SV * SV];
+    tiny_next_dist(t, prompt, np, s, p_full);
+    for (int i = 0; i < SV; i++) tv += fabs(p_full[i] - p_draft[i]) / 2;
+    for (int t1 = 0; t1 < SV; t1++) {
+        double cond[SV];
+        int32_t seq[32];
+        memcpy(seq, prompt, sizeof(int32_t) * (size_t)np);
+        seq[np] = t1;
+        if (p_full[t1] > 0) tiny_next_dist(t, seq, np + 1, s, cond);
+        for (int t2 = 0; t2 < SV; t2++) joint[t1 * SV + t2] = p_full[t1] > 0 ? p_full[t1] * cond[t2] : 0;
+    }
+    static long c1[SV], c12[SV * SV];
+    memset(c1, 0, sizeof c1);
+    memset(c12, 0, sizeof c12);
+    int64_t drafted = 0, accepted = 0, other = 0;
+    int runs_drafted = 0;
+    const double t0 = ls_time_ms();
+    for (int i = 0; i < N_PIPE_SAMPLES; i++) {
+        ls_gen_params gp = {.n_predict = 3, .sampling = *s, .ignore_eog = true,
+                            .strategy = LS_STRATEGY_SELF_SPECULATIVE, .exit_layer = 1, .num_speculations = 4,
+                            .draft_source = src, .adapter = a};
+        gp.sampling.seed = 0x5eed0000ull + (uint64_t)i;
+        int32_t out[3];
+        ls_gen_stats st;
+        ls_err err = {{0}};
+        ls_status rc = lsw_generate(pl, 0, prompt, np, &gp, out, NULL, NULL, &st, &err);
+        if (rc != LS_OK) fprintf(stderr, "  lsw_generate: %s\n", err.msg);
+        REQUIRE(rc == LS_OK && st.n_generated == 3);
+        REQUIRE(out[0] >= 0 && out[0] < SV && out[1] >= 0 && out[1] < SV);
+        c1[out[0]]++;
+        c12[out[0] * SV + out[1]]++;
+        drafted += st.drafted;
+        accepted += st.accepted;
+        other += st.drafted - st.drafted_by[src];
+        runs_drafted += st.drafted_by[src] > 0;
+    }
+    int df_full, df_draft, df_joint;
+    const double pv_full = chi2_pvalue(c1, p_full, SV, N_PIPE_SAMPLES, &df_full);
+    const double pv_draft = chi2_pvalue(c1, p_draft, SV, N_PIPE_SAMPLES, &df_draft);
+    const double pv_joint = chi2_pvalue(c12, joint, SV * SV, N_PIPE_SAMPLES, &df_joint);
+    fprintf(stderr, "   [%s] %d pipeline samples in %.1f s, acceptance %.3f, TV(full, draft) %.3f, %s drafted in %d "
+            "runs\n", label, N_PIPE_SAMPLES, (ls_time_ms() - t0) / 1e3, drafted ? (double)accepted / drafted : 0.0, tv,
+            ls_draft_source_name(src), runs_drafted);
+    fprintf(stderr, "     first token vs full: p = %.4f (df %d); vs draft: p = %.3g (df %d); first two vs full: "
+            "p = %.4f (df %d)\n", pv_full, df_full, pv_draft, df_draft, pv_joint, df_joint);
+    CHECK(pv_full > 0.01);
+    CHECK(pv_draft < 0.01);
+    CHECK(pv_joint > 0.01);
+    CHECK(accepted > 0 && accepted < drafted);
+    CHECK_EQ_INT(other, 0);
+    CHECK(runs_drafted >= N_PIPE_SAMPLES * 9 / 10);
+}
+
+static void check_sampling(world *w) {
+    char vname[96], mname[96];
+    snprintf(vname, sizeof vname, "pipeline_tiny_vocab_%d.gguf", (int)getpid());
+    snprintf(mname, sizeof mname, "pipeline_tiny_model_%d.gguf", (int)getpid());
+    char vpath[4096], mpath[4096];
+    snprintf(vpath, sizeof vpath, "%s", tu_tmp_path(vname));
+    snprintf(mpath, sizeof mpath, "%s", tu_tmp_path(mname));
+    REQUIRE(tv_write_vocab(vpath, SV));
+    /* the model of test_spec_sampling */
+    rm_spec spec = {.n_layers = 4, .dim = 64, .n_heads = 4, .n_kv_heads = 2, .ffn_dim = 128, .rope_theta = 10000,
+                    .norm_eps = 1e-5f, .dtype = LS_TYPE_F32, .vocab_gguf = vpath, .seed = 21, .n_shards = 1};
+    rm_model *rm = rm_model_create(&spec);
+    REQUIRE(rm && rm_write_gguf(rm, mpath));
+    rm_model_free(rm);
+    tiny_world t = {0};
+    ls_err err = {{0}};
+    REQUIRE(ls_model_load(mpath, &t.m, &err) == LS_OK);
+    REQUIRE(ls_ctx_create(t.m, 1, 16, &t.ctx, &err) == LS_OK);
+    REQUIRE(ls_kv_create(t.m, 0, 4, 32, &t.kv, &err) == LS_OK);
+    const ra_spec as = {.exit_layer = 1, .ffn_dim = 64, .dtype = LS_TYPE_F32, .seed = 61, .scale = 2};
+    char aname[96], apath[4096];
+    snprintf(aname, sizeof aname, "pipeline_tiny_adapter_%d.gguf", (int)getpid());
+    snprintf(apath, sizeof apath, "%s", tu_tmp_path(aname));
+    REQUIRE(ra_write_for_model(t.m, &as, apath));
+    ls_adapter *ad = NULL;
+    REQUIRE(ls_adapter_load(apath, t.m, &ad, &err) == LS_OK);
+
+    lsw_options o;
+    lsw_options_default(&o);
+    o.model_path = mpath;
+    o.model = t.m;
+    o.stages = w->size == 2 ? "0-1,1-4" : "0-1,1-2,2-4";
+    o.n_ctx = 32;
+    o.max_batch = 8;
+    o.timeout_s = 60;
+    lsw_pipeline *pl = NULL;
+    ls_status st = lsw_pipeline_create(w->comm, &o, &pl, &err);
+    if (st != LS_OK) fprintf(stderr, "  create: %s\n", err.msg);
+    REQUIRE(st == LS_OK);
+    fprintf(stderr, "   stages %s\n", o.stages);
+
+    ls_sampling plain, warped;
+    ls_sampling_default(&plain);
+    plain.temperature = 1.0f;
+    warped = plain;
+    warped.temperature = 0.7f;
+    warped.top_k = 8;
+    warped.top_p = 0.9f;
+    warped.repeat_penalty = 1.3f;
+
+    /* adapter drafts */
+    static const int32_t prompt[] = {1, 7, 4, 12, 9};
+    double q[SV];
+    tiny_adapter_dist(&t, ad, prompt, 5, &plain, q);
+    pipe_chi2(&t, pl, "adapter, temperature 1", &plain, LS_DRAFT_ADAPTER, ad, prompt, 5, q);
+    tiny_adapter_dist(&t, ad, prompt, 5, &warped, q);
+    pipe_chi2(&t, pl, "adapter, temperature 0.7, top-k 8, top-p 0.9, penalty 1.3", &warped, LS_DRAFT_ADAPTER, ad,
+              prompt, 5, q);
+
+    /* lookup drafts: 1 7 4 X 9 7 4 ends in "7 4", so lookup proposes X (a
+     * point mass); X the full model's likeliest token there */
+    int32_t lp[] = {1, 7, 4, -1, 9, 7, 4};
+    double best = -1, p[SV];
+    int32_t x = -1;
+    for (int32_t cand = 3; cand < SV; cand++) {
+        lp[3] = cand;
+        tiny_next_dist(&t, lp, 7, &warped, p);
+        if (p[cand] > best) {
+            best = p[cand];
+            x = cand;
+        }
+    }
+    lp[3] = x;
+    for (int i = 0; i < SV; i++) q[i] = i == x;
+    pipe_chi2(&t, pl, "lookup, temperature 1", &plain, LS_DRAFT_LOOKUP, NULL, lp, 7, q);
+    pipe_chi2(&t, pl, "lookup, temperature 0.7, top-k 8, top-p 0.9, penalty 1.3", &warped, LS_DRAFT_LOOKUP, NULL, lp,
+              7, q);
+    CHECK(!lsw_pipeline_broken(pl, NULL));
+    lsw_pipeline_free(pl);
+    ls_adapter_free(ad);
+    ls_kv_free(t.kv);
+    ls_ctx_free(t.ctx);
+    ls_model_free(t.m);
+    remove(apath);
+    remove(mpath);
+    remove(vpath);
 }
 
 static void expect_create_error(world *w, lsw_options *o, const char *text) {
@@ -493,8 +816,8 @@ int main(int argc, char **argv) {
         MPI_Abort(w.comm, 1);
     }
     const ls_tokenizer *tok = ls_model_tokenizer(w.m);
-    for (int i = 0; i <= N_PROMPTS; i++) {
-        const char *text = i < N_PROMPTS ? PROMPTS[i] : CHAT;
+    for (int i = 0; i <= COPY_IDX; i++) {
+        const char *text = i < N_PROMPTS ? PROMPTS[i] : i == N_PROMPTS ? CHAT : COPY;
         w.np[i] = (int)ls_tokenize(tok, text, strlen(text), ls_tokenizer_add_bos(tok), true, w.prompts[i], 128);
         CHECK(w.np[i] > 0);
     }
@@ -516,6 +839,8 @@ int main(int argc, char **argv) {
         } else if (strcmp(a, "--concurrent") == 0 && val) {
             const int n = atoi(argv[++i]);
             CASE("concurrent requests", check_concurrent(&w, n));
+        } else if (strcmp(a, "--sampling") == 0) {
+            CASE("sampled self-speculation, chi-square", check_sampling(&w));
         } else if (strcmp(a, "--hang") == 0) {
             CASE("stopped stage", check_hang(&w));
         } else if (strcmp(a, "--expect-setup-error") == 0 && val) {
