@@ -360,10 +360,18 @@ def cmd_train(a):
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
 
+    def progress(s):
+        """fraction of the run done: by steps, or by training time when
+        --time-budget is set and ahead (then the run ends when time is up)"""
+        f = (s - a.warmup) / max(1, a.steps - a.warmup)
+        if a.time_budget > 0:
+            f = max(f, elapsed / (60 * a.time_budget))
+        return f
+
     def lr_at(s):
         if s < a.warmup:
             return a.lr * (s + 1) / a.warmup
-        f = (s - a.warmup) / max(1, a.steps - a.warmup)
+        f = progress(s)
         return a.lr * (a.min_lr_frac + (1 - a.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))))
 
     def save():
@@ -377,7 +385,7 @@ def cmd_train(a):
         base_agree = agreement(torch, None, head, hst, hids)
         print(f"held-out top-1 agreement of plain early exit at E {a.exit} (draft vocab): {base_agree:.4f}", flush=True)
     t_last, tok_last = time.time(), 0
-    while step < a.steps:
+    while step < a.steps and not (step > a.warmup and progress(step) >= 1.0):
         t0 = time.time()
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
@@ -396,11 +404,12 @@ def cmd_train(a):
         elapsed += time.time() - t0
         tok_last += a.batch * T
         rec = {"step": step, "loss": float(loss), "lr": lr_at(step - 1)}
-        if step % a.log_every == 0 or step == a.steps:
+        last = step == a.steps or (step > a.warmup and progress(step) >= 1.0)
+        if step % a.log_every == 0 or last:
             now = time.time()
             msg = f"step {step}/{a.steps} lr {rec['lr']:.2e} loss {float(loss):.4f} | {tok_last / (now - t_last):.0f} tok/s"
             t_last, tok_last = now, 0
-            if step % a.eval_every == 0 or step == a.steps:
+            if step % a.eval_every == 0 or last:
                 block.eval()
                 rec["heldout_top1"] = agreement(torch, block, head, hst, hids)
                 block.train()
@@ -408,7 +417,7 @@ def cmd_train(a):
                 t_last = time.time()
             print(msg, flush=True)
         log.write(json.dumps(rec) + "\n")
-        if step % a.ckpt_every == 0 or step == a.steps:
+        if step % a.ckpt_every == 0 or last:
             save()
     log.close()
     final = agreement(torch, block, head, hst, hids)
@@ -530,6 +539,9 @@ def main():
                    "or layer:N (a copy of base layer N, dequantized)")
     p.add_argument("--draft-vocab", type=int, default=8192, help="student logits over the first N table entries")
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--time-budget", type=float, default=0.0,
+                   help="minutes of training: the cosine schedule follows whichever of steps and time is "
+                        "further along, and the run ends at the budget (0: steps only, reproducible)")
     p.add_argument("--batch", type=int, default=8, help="sequences per step")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--min-lr-frac", type=float, default=0.1)

@@ -6,7 +6,8 @@
 #   WORK=/tmp/aw STEPS=200 tools/train/make_adapter.sh   # a quicker, weaker run
 #
 # Settings (environment): MODEL, BUILD (configured CMake build folder), WORK,
-# E, FFN, INIT, N (draft vocab trained for), STEPS, BATCH, LR, THREADS,
+# E, FFN, INIT, N (draft vocab trained for), STEPS, TIME_BUDGET (minutes; 0 = steps
+# only, reproducible), BATCH, LR, THREADS,
 # OUT (the adapter GGUF). A finished step is skipped when its output exists;
 # training resumes from WORK/run/ckpt.pt.
 set -euo pipefail
@@ -18,11 +19,12 @@ BUILD=${BUILD:-build}
 WORK=${WORK:-build/adapter-work}
 E=${E:-8}
 FFN=${FFN:-1536}
-INIT=${INIT:-random}
+INIT=${INIT:-layer:29}
 N=${N:-8192}
-STEPS=${STEPS:-1500}
+STEPS=${STEPS:-1200}
+TIME_BUDGET=${TIME_BUDGET:-28}
 BATCH=${BATCH:-8}
-LR=${LR:-1e-3}
+LR=${LR:-1.5e-3}
 THREADS=${THREADS:-2}
 OUT=${OUT:-adapters/smollm2-135m-instruct.E$E.gguf}
 EXITS=${EXITS:-4,6,8}
@@ -37,11 +39,13 @@ mkdir -p "$WORK"
 awk 'NR%2==1' "$WORK/corpus/train.list" > "$WORK/corpus/trainA.list"
 awk 'NR%2==0' "$WORK/corpus/train.list" > "$WORK/corpus/trainB.list"
 
-# 2. layer-E states and the full model's top-32 logits, T = 256
+# 2. layer-E states and the full model's top-32 logits, T = 256; of the second
+#    half only its first 300 sequences (the committed run's time limit)
 for part in heldout trainA trainB; do
   [ -f "$WORK/$part.bin" ] && continue
+  max=(); [ "$part" = trainB ] && max=(--max-seq "${MAXSEQ_B:-300}")
   "$DUMP" --model "$MODEL" --list "$WORK/corpus/$part.list" --out "$WORK/$part.bin.tmp" \
-          --exits "$EXITS" --seq-len 256 --topk 32 --threads "$THREADS"
+          --exits "$EXITS" --seq-len 256 --topk 32 --threads "$THREADS" "${max[@]}"
   mv "$WORK/$part.bin.tmp" "$WORK/$part.bin"
 done
 TRAIN=("$WORK/trainA.bin" "$WORK/trainB.bin")
@@ -52,8 +56,8 @@ TRAIN=("$WORK/trainA.bin" "$WORK/trainB.bin")
 
 # 4. training (resumable)
 "$PY" tools/train/adapter.py train --model "$MODEL" --train "${TRAIN[@]}" --heldout "$WORK/heldout.bin" \
-      --table "$WORK/table.npy" --out "$WORK/run" --exit "$E" --ffn-dim "$FFN" --init "$INIT" \
-      --draft-vocab "$N" --steps "$STEPS" --batch "$BATCH" --lr "$LR" --threads "$THREADS" --resume
+      --table "$WORK/table.npy" --out "$WORK/run" --exit "$E" --ffn-dim "$FFN" --init "$INIT" --warmup 30 \
+      --eval-every 150 --heldout-seqs 24 --draft-vocab "$N" --steps "$STEPS" --time-budget "$TIME_BUDGET" --batch "$BATCH" --lr "$LR" --threads "$THREADS" --resume
 
 # 5. held-out agreement: plain early exit at every dumped E, and the adapter
 "$PY" tools/train/adapter.py eval --model "$MODEL" --heldout "$WORK/heldout.bin" --table "$WORK/table.npy" \
