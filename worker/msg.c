@@ -125,6 +125,7 @@ ls_status lsw_msg_decode(const void *buf, size_t len, int tag, const lsw_limits 
         if (h->flags & ~(int32_t)(LSW_CHUNK_PREFILL | LSW_CHUNK_SPECULATIVE | LSW_CHUNK_DRAFT_Q))
             return bad(err, h->type, "unknown flags");
         if (h->next < -1 || h->next >= lim->n_vocab) return bad(err, h->type, "assumed token out of range");
+        if (h->accepted < 0 || h->accepted > h->count) return bad(err, h->type, "head batch out of range");
         const size_t n = (size_t)h->count, rows = n * (size_t)lim->dim;
         const size_t nq = (h->flags & LSW_CHUNK_DRAFT_Q) ? n - 1 : 0;
         const size_t want = n * sizeof(int32_t) + rows * sizeof(float) + nq * sizeof(lsw_draft_q);
@@ -354,10 +355,10 @@ ls_status lsw_send_start(lsw_net *net, int dest, int32_t slot, int32_t generatio
 }
 
 ls_status lsw_send_chunk(lsw_net *net, int dest, int32_t slot, int32_t generation, int32_t first_pos,
-                         int32_t count, uint32_t flags, int32_t assumed_next, const int32_t *tokens,
-                         const float *states, const lsw_draft_q *draft_q, ls_err *err) {
+                         int32_t count, uint32_t flags, int32_t assumed_next, int32_t head_batch,
+                         const int32_t *tokens, const float *states, const lsw_draft_q *draft_q, ls_err *err) {
     lsw_hdr h = {.type = LSW_MSG_CHUNK, .slot = slot, .generation = generation, .first_pos = first_pos,
-                 .count = count, .flags = (int32_t)flags, .next = assumed_next};
+                 .count = count, .flags = (int32_t)flags, .next = assumed_next, .accepted = head_batch};
     const size_t rows = (size_t)count * (size_t)net->lim.dim * sizeof(float);
     const size_t nq = (flags & LSW_CHUNK_DRAFT_Q) ? (size_t)count - 1 : 0;
     return post(net, dest, &h, tokens, (size_t)count * sizeof(int32_t), states, rows, nq ? draft_q : NULL,

@@ -61,7 +61,8 @@ typedef struct lsw_hdr {
     int32_t next;       /* chunk: token the drafter assumed after its last draft (-1 none);
                          * verdict: the full model's next token; notice: the new floor;
                          * ping/pong: sequence number */
-    int32_t accepted;   /* verdict: drafts accepted */
+    int32_t accepted;   /* verdict: drafts accepted; speculative chunk: positions the last stage's
+                         * head takes in its first batch (ls_draft_chunk.head_batch) */
     int32_t epoch;      /* which pipeline (CONFIG) this belongs to: messages of an
                          * earlier pipeline still on the wire are dropped */
 } lsw_hdr;
@@ -150,10 +151,10 @@ ls_status lsw_send_config(lsw_net *net, int dest, const lsw_config_msg *c, ls_er
 ls_status lsw_send_hello(lsw_net *net, int dest, const lsw_hello_msg *h, ls_err *err);
 ls_status lsw_send_start(lsw_net *net, int dest, int32_t slot, int32_t generation, const lsw_start_msg *s,
                          ls_err *err);
-/* states (count, dim); draft_q (count - 1) only with LSW_CHUNK_DRAFT_Q */
+/* states (count, dim); draft_q (count - 1) only with LSW_CHUNK_DRAFT_Q; head_batch: see lsw_hdr.accepted */
 ls_status lsw_send_chunk(lsw_net *net, int dest, int32_t slot, int32_t generation, int32_t first_pos,
-                         int32_t count, uint32_t flags, int32_t assumed_next, const int32_t *tokens,
-                         const float *states, const lsw_draft_q *draft_q, ls_err *err);
+                         int32_t count, uint32_t flags, int32_t assumed_next, int32_t head_batch,
+                         const int32_t *tokens, const float *states, const lsw_draft_q *draft_q, ls_err *err);
 ls_status lsw_send_verdict(lsw_net *net, int dest, int32_t slot, int32_t generation, int32_t first_pos,
                            int32_t accepted, int32_t next, ls_err *err);
 ls_status lsw_send_notice(lsw_net *net, int dest, int32_t slot, int32_t generation_floor, ls_err *err);

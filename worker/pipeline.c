@@ -501,11 +501,12 @@ static bool emit(gen_run *g, int32_t t) {
 
 /* the slot's states sl->h as a chunk to rank 1 */
 static ls_status send_chunk(gen_run *g, int32_t first_pos, int32_t count, uint32_t flags, int32_t assumed,
-                            const int32_t *tokens, const lsw_draft_q *draft_q, ls_err *err) {
+                            int32_t head_batch, const int32_t *tokens, const lsw_draft_q *draft_q, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     if (atomic_load(&pl->broken)) return broken_err(pl, err);
     pthread_mutex_lock(&pl->netlock);
     ls_status st = lsw_send_chunk(&pl->net, 1, g->slot_id, g->slot->generation, first_pos, count, flags, assumed,
+                                  head_batch,
                                   tokens, g->slot->h, draft_q, err);
     if (st == LS_OK) st = pump(pl, err);
     pthread_mutex_unlock(&pl->netlock);
@@ -542,7 +543,7 @@ static ls_status prefill(gen_run *g, ls_drafter *d, const int32_t *prompt, int n
         if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, done, nb, sl->h, err);
         if (st == LS_OK && d) st = ls_drafter_feed(d, done, nb, sl->h, err);
         if (st != LS_OK) return st;
-        st = send_chunk(g, done, nb, LSW_CHUNK_PREFILL, -1, prompt + done, NULL, err);
+        st = send_chunk(g, done, nb, LSW_CHUNK_PREFILL, -1, 0, prompt + done, NULL, err);
         if (st != LS_OK) return st;
         lsw_trace_span(&pl->trace, "prefill", g->slot_id, g->slot->generation, done, nb, t0, lsw_now_us());
         done += nb;
@@ -650,7 +651,7 @@ static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int 
         int64_t s0 = lsw_now_us();
         st = ls_embed(g->slot->ctx, &tok, 1, g->slot->h, err);
         if (st == LS_OK) st = ls_forward(g->slot->ctx, g->slot->kv, 0, E, pos, 1, g->slot->h, err);
-        if (st == LS_OK) st = send_chunk(g, pos, 1, 0, -1, &tok, NULL, err);
+        if (st == LS_OK) st = send_chunk(g, pos, 1, 0, -1, 0, &tok, NULL, err);
         if (st != LS_OK) break;
         lsw_trace_span(&pl->trace, "forward", g->slot_id, g->slot->generation, pos, 1, s0, lsw_now_us());
         lsw_msg m;
@@ -773,7 +774,7 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
                     }
                 }
                 f->sent_ms = ls_time_ms();
-                st = send_chunk(g, d_pos, m + 1, flags, f->ch.guess, f->ch.tokens, qs, err);
+                st = send_chunk(g, d_pos, m + 1, flags, f->ch.guess, f->ch.head_batch, f->ch.tokens, qs, err);
                 if (st != LS_OK) break;
                 lsw_trace_span(&pl->trace, "draft", g->slot_id, g->slot->generation, d_pos, m + 1, s0, lsw_now_us());
                 fl_n++;

@@ -199,6 +199,7 @@ static ls_status verify(stage *s, stage_slot *sl, const job *j, int32_t *accepte
     }
     ls_draft_chunk *ch = s->chunk;
     ch->m = j->h.count - 1;
+    ch->head_batch = j->h.accepted;
     memcpy(ch->tokens, j->tokens, sizeof(int32_t) * (size_t)j->h.count);
     if (sp->temperature > 0) {
         if (!j->draft_q && ch->m > 0)
@@ -227,7 +228,7 @@ static ls_status run_job(stage *s, job *j, ls_err *err) {
     if (st != LS_OK) return st;
     if (!s->last) {
         st = lsw_send_chunk(s->net, s->net->rank + 1, j->h.slot, j->h.generation, p0, n, (uint32_t)j->h.flags,
-                            j->h.next, j->tokens, j->states, j->draft_q, err);
+                            j->h.next, j->h.accepted, j->tokens, j->states, j->draft_q, err);
         lsw_trace_span(&s->trace, "forward", j->h.slot, j->h.generation, p0, n, t0, lsw_now_us());
         return st;
     }

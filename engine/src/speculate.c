@@ -42,7 +42,7 @@ void ls_spec_stats_add(ls_gen_stats *s, const ls_draft_chunk *ch, int accepted) 
 
 ls_status ls_spec_scratch_init(ls_spec_scratch *s, int32_t n_vocab, ls_err *err) {
     memset(s, 0, sizeof *s);
-    s->logits = malloc(sizeof(float) * (size_t)n_vocab);
+    s->logits = malloc(sizeof(float) * (size_t)n_vocab * (LS_MAX_SPECULATIONS + 1));
     s->dense = calloc((size_t)n_vocab, sizeof(float));
     if (!s->logits || !s->dense || ls_dist_init(&s->pf, n_vocab) != LS_OK) {
         ls_spec_scratch_free(s);
@@ -66,11 +66,20 @@ ls_status ls_spec_verify(ls_ctx *c, const ls_sampling *s, const ls_draft_chunk *
     const bool greedy = s->temperature <= 0;
     if (m < 0 || m > LS_MAX_SPECULATIONS)
         return ls_err_set(err, LS_ERR_INVALID, "a chunk of %d drafts (at most %d)", m, LS_MAX_SPECULATIONS);
+    int first = ch->head_batch < 1 ? 1 : ch->head_batch > m + 1 ? m + 1 : ch->head_batch;
+    if (first > ls_ctx_max_batch(c)) first = ls_ctx_max_batch(c);
     for (int n = 0;; n++) {
-        ls_status st = ls_exit_head(c, rows + (size_t)n * D, 1, sc->logits, err);
-        if (st != LS_OK) return st;
+        /* rows [0, first) in one head call, later ones one at a time */
+        float *lg = sc->logits;
+        if (n == 0 || n >= first) {
+            const int nb = n == 0 ? first : 1;
+            ls_status st = ls_exit_head(c, rows + (size_t)n * D, nb, sc->logits, err);
+            if (st != LS_OK) return st;
+        } else {
+            lg = sc->logits + (size_t)n * V;
+        }
         /* the full distribution at p0 + n, with the history its draft saw */
-        ls_sampler_probs(s, sc->logits, V, hist, p0 + 1 + n, &sc->pf);
+        ls_sampler_probs(s, lg, V, hist, p0 + 1 + n, &sc->pf);
         if (n == m) { /* all accepted: the bonus token */
             *accepted = n;
             *next = ls_dist_pick(&sc->pf, rng);
@@ -107,6 +116,41 @@ ls_status ls_spec_verify(ls_ctx *c, const ls_sampling *s, const ls_draft_chunk *
 #define PROBE_EVERY 32       /* auto k: a plain-step streak is broken by one draft to keep the estimate alive */
 #define DECAY 0.9            /* weight of the past in the running estimates, per round */
 
+/* a cost that grows with the positions n of a pass, fitted as a + b (n - 1)
+ * by weighted least squares over decayed observations */
+typedef struct line_fit {
+    double s0, s1, s2, sy, sxy;
+} line_fit;
+
+static void fit_add(line_fit *f, int n, double y) {
+    const double x = n - 1, w = 0.97;
+    f->s0 = w * f->s0 + 1;
+    f->s1 = w * f->s1 + x;
+    f->s2 = w * f->s2 + x * x;
+    f->sy = w * f->sy + y;
+    f->sxy = w * f->sxy + x * y;
+}
+
+/* the fitted cost of n positions; with one width seen so far each further
+ * position is taken to cost 30% of the first (about what multi-row kernels
+ * measured here); unknown = -1 */
+static double fit_at(const line_fit *f, int n) {
+    if (f->s0 <= 0) return -1;
+    const double det = f->s0 * f->s2 - f->s1 * f->s1;
+    double a, b;
+    if (det > 1e-6 * f->s0 * f->s0) {
+        b = (f->s0 * f->sxy - f->s1 * f->sy) / det;
+        a = (f->sy - b * f->s1) / f->s0;
+        if (a <= 0) a = f->sy / f->s0 * 0.5;
+        if (b < 0.05 * a) b = 0.05 * a;
+    } else {
+        const double xm = f->s1 / f->s0, ym = f->sy / f->s0; /* one width: ym = a (1 + 0.3 xm) */
+        a = ym / (1 + 0.3 * xm);
+        b = 0.3 * a;
+    }
+    return a + b * (n - 1);
+}
+
 typedef struct accept_est {
     double acc, rej;          /* decayed counts: drafts accepted, rounds ended by a rejection */
 } accept_est;
@@ -131,9 +175,9 @@ struct ls_drafter {
     int32_t lookup[LS_MAX_SPECULATIONS + 1]; /* a round's lookup continuation */
     /* the policy */
     accept_est est[LS_N_DRAFT_SOURCES];
-    double f0_ms;             /* layers [0, E) for one position */
+    line_fit early;           /* layers [0, E) over n positions (a round's first position, lookup chunks) */
     double draft_ms;          /* one model draft beyond the first position (block + head + [0, E)) */
-    double verify_ms[LS_MAX_SPECULATIONS + 2]; /* by positions verified; 0 = not measured */
+    line_fit verify;          /* verification of n positions */
     int plain_streak;
     ls_draft_source last_model_source;
     ls_status (*hook)(void *user, bool *abandon, ls_err *err);
@@ -327,13 +371,17 @@ static double accept_rate(const accept_est *e) {
     return a < 0.98 ? a : 0.98;
 }
 
-/* verification of n positions, measured or extrapolated from what was */
+/* verification of n positions, fitted from what was measured (relative
+ * units before any measurement) */
 static double verify_cost(const ls_drafter *d, int n) {
-    if (d->verify_ms[n] > 0) return d->verify_ms[n];
-    /* nearest measured width below, each further position +30% of one */
-    for (int j = n - 1; j >= 1; j--)
-        if (d->verify_ms[j] > 0) return d->verify_ms[j] * (1 + 0.3 * (n - j)) / 1.0;
-    return 1.0 + 0.3 * (n - 1); /* nothing measured: relative units */
+    const double v = fit_at(&d->verify, n);
+    return v > 0 ? v : 1.0 + 0.3 * (n - 1);
+}
+
+/* layers [0, E) over n positions at once */
+static double early_cost(const ls_drafter *d, int n) {
+    const double v = fit_at(&d->early, n);
+    return v > 0 ? v : (0.3 + 0.1 * (n - 1)) * verify_cost(d, 1);
 }
 
 static double tokens_per_round(double a, int k) {
@@ -348,7 +396,7 @@ static double tokens_per_round(double a, int k) {
 /* the best k in [0, k_max] for a model drafter, and its gain over plain steps */
 static int best_model_k(const ls_drafter *d, ls_draft_source src, int k_max, double *gain) {
     const double a = accept_rate(&d->est[src]);
-    const double f0 = d->f0_ms > 0 ? d->f0_ms : 0.3 * verify_cost(d, 1);
+    const double f0 = early_cost(d, 1);
     const double dc = d->draft_ms > 0 ? d->draft_ms : f0 + 0.3 * verify_cost(d, 1);
     const double plain = f0 + verify_cost(d, 1);
     int best = 0;
@@ -368,13 +416,11 @@ static int best_model_k(const ls_drafter *d, ls_draft_source src, int k_max, dou
  * like verification */
 static int best_lookup_k(const ls_drafter *d, int n_avail, double *gain) {
     const double a = accept_rate(&d->est[LS_DRAFT_LOOKUP]);
-    const double f0 = d->f0_ms > 0 ? d->f0_ms : 0.3 * verify_cost(d, 1);
-    const double plain = f0 + verify_cost(d, 1);
+    const double plain = early_cost(d, 1) + verify_cost(d, 1);
     int best = 0;
     double best_rate = 1.0 / plain;
     for (int k = 1; k <= n_avail; k++) {
-        const double scale = verify_cost(d, k + 1) / verify_cost(d, 1);
-        const double rate = tokens_per_round(a, k) / (f0 * scale + verify_cost(d, k + 1));
+        const double rate = tokens_per_round(a, k) / (early_cost(d, k + 1) + verify_cost(d, k + 1));
         if (rate > best_rate) {
             best_rate = rate;
             best = k;
@@ -391,11 +437,18 @@ void ls_drafter_observe(ls_drafter *d, const ls_draft_chunk *ch, int accepted, d
         e->rej = DECAY * e->rej + (accepted < ch->m ? 1 : 0);
     }
     const int n = ch->m + 1;
-    if (verify_ms > 0 && n <= LS_MAX_SPECULATIONS + 1)
-        d->verify_ms[n] = d->verify_ms[n] > 0 ? 0.8 * d->verify_ms[n] + 0.2 * verify_ms : verify_ms;
+    if (verify_ms > 0) fit_add(&d->verify, n, verify_ms);
 }
 
 /* ---- one chunk ---- */
+
+/* rows the verification's head takes at once: those the acceptance so far
+ * says will be needed (the expected accepted drafts plus one) */
+static void set_head_batch(const ls_drafter *d, ls_draft_chunk *ch) {
+    const double t = tokens_per_round(accept_rate(&d->est[ch->source]), ch->m);
+    int hb = (int)(t + 0.5);
+    ch->head_batch = hb < 1 ? 1 : hb > ch->m + 1 ? ch->m + 1 : hb;
+}
 
 static void note_ms(double *v, double x) { *v = *v > 0 ? 0.8 * *v + 0.2 * x : x; }
 
@@ -484,7 +537,9 @@ ls_status ls_drafter_draft(ls_drafter *d, ls_rng *rng, int pos, int32_t tok0, in
                 if (st == LS_OK) ch->guess = draw_draft(d, rng, ch, LS_MAX_SPECULATIONS);
             }
         }
+        set_head_batch(d, ch);
         ch->draft_ms = ls_time_ms() - t0;
+        if (st == LS_OK && !ch->abandoned && ch->guess < 0) fit_add(&d->early, n, ch->draft_ms);
         return st;
     }
 
@@ -515,6 +570,7 @@ ls_status ls_drafter_draft(ls_drafter *d, ls_rng *rng, int pos, int32_t tok0, in
     }
     if (st != LS_OK) return st;
     ch->m = m;
+    set_head_batch(d, ch);
     /* the block has not seen the last position's state: keep it for later */
     if (d->use_block && ls_kv_len(d->akv, 0) == pos + m) {
         memcpy(d->pending, h_exit + (size_t)m * D, sizeof(float) * D);
@@ -522,7 +578,7 @@ ls_status ls_drafter_draft(ls_drafter *d, ls_rng *rng, int pos, int32_t tok0, in
     }
     ch->draft_ms = ls_time_ms() - t0;
     if (!ch->abandoned) {
-        note_ms(&d->f0_ms, t_first);
+        fit_add(&d->early, 1, t_first);
         if (m > 0) note_ms(&d->draft_ms, (ch->draft_ms - t_first) / m);
     }
     return st;

@@ -72,6 +72,8 @@ typedef struct ls_draft_chunk {
     int32_t guess;                           /* asked for: the drafter's token after the last draft, -1 none */
     double draft_ms;                         /* time spent drafting (layers [0, E) of every position included) */
     bool abandoned;                          /* the hook stopped the drafting: the chunk is not to be used */
+    int32_t head_batch;                      /* verification: positions the full head takes in its first
+                                              * batch (about the rows expected to be needed; >= 1) */
     /* sampling only: the distribution draft i+1 was drawn from */
     int32_t q_n[LS_MAX_SPECULATIONS];
     int32_t q_ids[LS_MAX_SPECULATIONS][LS_DRAFT_Q_CAP];
@@ -123,15 +125,16 @@ void ls_spec_stats_add(struct ls_gen_stats *s, const ls_draft_chunk *ch, int acc
 
 /* ---- the rule (ls_generate and the pipeline's last stage) ---- */
 typedef struct ls_spec_scratch {
-    float *logits;   /* (n_vocab) */
+    float *logits;   /* (LS_MAX_SPECULATIONS + 1, n_vocab): a batch of head rows */
     float *dense;    /* (n_vocab) all zero between calls */
     ls_dist pf;
 } ls_spec_scratch;
 ls_status ls_spec_scratch_init(ls_spec_scratch *s, int32_t n_vocab, ls_err *err);
 void ls_spec_scratch_free(ls_spec_scratch *s);
 /* Decide chunk ch at positions p0..p0+m: rows (m+1, dim) are the model's
- * last-layer outputs there. The full head runs position by position and
- * stops at the first rejection. hist holds the token at each position (the
+ * last-layer outputs there. The full head runs on ch->head_batch positions
+ * at once (one pass over its weights), then on the rest one at a time up to
+ * the first rejection. hist holds the token at each position (the
  * drafts at p0+1..). *accepted = drafts accepted, *next = the token after
  * them (a correction or, all accepted, the bonus token). */
 ls_status ls_spec_verify(ls_ctx *c, const ls_sampling *s, const ls_draft_chunk *ch, int p0, const float *rows,
