@@ -86,8 +86,8 @@ static void test_vocab_hash(void) {
         const uint64_t doc = ra_vocab_hash(t), engine = ls_vocab_hash(t);
         fprintf(stderr, "  %s: %d tokens, FNV-1a 64 %016llx, engine %016llx%s\n", vocabs[i],
                 ls_tokenizer_n_vocab(t), (unsigned long long)doc, (unsigned long long)engine,
-                doc == engine ? "" : " (DIFFERENT: engine/src/adapter.c ls_vocab_hash's offset basis is "
-                "1469598103934665603 = 0x14650fb0739d0383, FNV's is 14695981039346656037 = 0xcbf29ce484222325)");
+                doc == engine ? "" : " (DIFFERENT: is engine/src/adapter.c ls_vocab_hash's offset basis "
+                "14695981039346656037 = 0xcbf29ce484222325?)");
         CHECK(doc == engine);
         ls_tokenizer_free(t);
         gguf_ctx_free(g);
@@ -239,7 +239,7 @@ static void test_bad_files(void) {
         {RA_SHAPE_TRANSPOSED, NULL, 0, "adapter.attn_k.weight has shape [32, 64], expected [64, 32]", NULL},
         {RA_SHAPE_TRANSPOSED, "adapter.ffn_up.weight", 32, "adapter.ffn_up.weight has shape [32, 64], expected [64, 32]",
          NULL},
-        {RA_NORM_2D, NULL, 0, "adapter.attn_norm.weight", NULL},
+        {RA_NORM_2D, NULL, 0, "adapter.attn_norm.weight has 2 dimensions, expected 1", NULL},
         {RA_TYPE_Q8_0, NULL, 0, "adapter.attn_k.weight is Q8_0", "F32 or F16"},
         {RA_TYPE_BF16, "adapter.attn_norm.weight", 0, "adapter.attn_norm.weight is BF16", "F32 or F16"},
         {RA_TYPE_Q8_0, "adapter.ffn_down.weight", 64, "adapter.ffn_down.weight is Q8_0", NULL},
@@ -285,9 +285,9 @@ static void test_bad_files(void) {
             sizeof bad / sizeof bad[0], named);
 }
 
-/* A refusal whose message shows two equal shapes ("has shape [64, 1],
- * expected [64, 1]") does not name the problem: a 2-D [dim, 1] norm is
- * refused for its dimension count, which the message should say. */
+/* A 2-D [dim, 1] norm is refused for its dimension count, and the message
+ * says so (it used to show two equal shapes: "has shape [64, 1], expected
+ * [64, 1]") */
 static void test_norm_2d_message(void) {
     ra_spec s = {.exit_layer = 2, .dtype = LS_TYPE_F32, .seed = 7, .fault = RA_NORM_2D};
     ls_adapter *a;
@@ -296,6 +296,7 @@ static void test_norm_2d_message(void) {
     CHECK(st != LS_OK);
     fprintf(stderr, "  2-D norm: %s\n", err.msg);
     CHECK(strstr(err.msg, "has shape [64, 1], expected [64, 1]") == NULL);
+    CHECK(strstr(err.msg, "dimensions") != NULL);
     if (a) ls_adapter_free(a);
 }
 
