@@ -97,12 +97,12 @@ def main():
               "draft_vocab": a.draft_vocab, "exit_layer": a.exit_layer, "cpu": cpu_name(), "cells": {}, "summary": {}}
     for key, rs in cells.items():
         report["cells"][key] = {"decode_tok_s": [x["decode_tok_s"] for x in rs], "stats": rs[-1]}
-    lines = [f"| file | set | config | tok/s (median) | x autoregressive | acceptance | rounds by k |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| file | set | config | tok/s (median) | x autoregressive | acceptance | by source | rounds by k |",
+             "|---|---|---|---|---|---|---|---|"]
     for f in files:
         for s in sets:
             for c in names:
-                ratios, speeds, drafted, accepted, kh = [], [], 0, 0, {}
+                ratios, speeds, drafted, accepted, kh, by = [], [], 0, 0, {}, {}
                 for i in range(len(prompts[s])):
                     med = statistics.median(report["cells"][f"{f}|{s}|{i}|{c}"]["decode_tok_s"])
                     base = statistics.median(report["cells"][f"{f}|{s}|{i}|ar"]["decode_tok_s"])
@@ -111,16 +111,20 @@ def main():
                     st = report["cells"][f"{f}|{s}|{i}|{c}"]["stats"]
                     drafted += st.get("drafted", 0)
                     accepted += st.get("accepted", 0)
+                    for src, n in (st.get("drafted_by") or {}).items():
+                        d0, a0 = by.get(src, (0, 0))
+                        by[src] = (d0 + n, a0 + (st.get("accepted_by") or {}).get(src, 0))
                     for k, n in enumerate(st.get("rounds_by_k", []) or []):
                         if n:
                             kh[k] = kh.get(k, 0) + n
                 g = math.exp(sum(math.log(x) for x in ratios) / len(ratios))
                 acc = f"{accepted / drafted:.2f} ({accepted}/{drafted})" if drafted else "-"
                 khs = " ".join(f"{k}:{n}" for k, n in sorted(kh.items())) if kh else "-"
+                bys = " ".join(f"{src} {ac}/{dr}" for src, (dr, ac) in by.items() if dr) or "-"
                 report["summary"][f"{f}|{s}|{c}"] = {"ratio_geomean": g, "tok_s_median": statistics.median(speeds),
                                                      "acceptance": accepted / drafted if drafted else None,
-                                                     "rounds_by_k": kh}
-                lines.append(f"| {f} | {s} | {c} | {statistics.median(speeds):.1f} | {g:.2f} | {acc} | {khs} |")
+                                                     "rounds_by_k": kh, "by_source": by}
+                lines.append(f"| {f} | {s} | {c} | {statistics.median(speeds):.1f} | {g:.2f} | {acc} | {bys} | {khs} |")
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     json.dump(report, open(a.out, "w"), indent=1)
     print("\n".join(lines))
