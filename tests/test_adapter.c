@@ -25,6 +25,9 @@
  *                 head restricted to them; N = the whole vocabulary drafts
  *                 exactly like no table (same statistics, same sampled
  *                 output)
+ *   non-finite    an adapter with NaN/Inf weights is refused at load or
+ *                 drafts without harm: greedy output unchanged, sampled
+ *                 tokens (top-k, top-p, plain) and a drafter's guess valid
  *   storages      the adapter drafts the same on the GGUF model and on the
  *                 Hugging Face directory of the same weights (the block's
  *                 rotary layout does not depend on the base model's) */
@@ -662,6 +665,89 @@ static void test_draft_head(void) {
     ls_adapter_free(a);
 }
 
+/* ---------------------------------------------------- non-finite weights */
+
+/* An adapter whose weights hold NaN or Inf (a diverged training run, a
+ * corrupted file, F16 overflow) must either be refused at load with a
+ * message, or draft without harm: greedy output equal to autoregressive,
+ * sampled output (top-k, top-p, plain) valid tokens, a drafter's guess (the
+ * pipeline asks for one) a token or -1. */
+static void test_nonfinite_weights(void) {
+    static const struct { const char *tensor; float value; } fills[] = {
+        {"adapter.attn_output.weight", NAN},
+        {"adapter.ffn_down.weight", INFINITY},
+        {"adapter.attn_norm.weight", NAN},
+        {"adapter.attn_q.weight", 60000.0f},
+    };
+    const int32_t prompt[] = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975};
+    const int np = 9, V = base.n_vocab;
+    ls_ctx *ctx;
+    ls_kv *kv;
+    ls_err err;
+    REQUIRE(ls_ctx_create(model, 1, 16, &ctx, &err) == LS_OK);
+    REQUIRE(ls_kv_create(model, 0, 4, 128, &kv, &err) == LS_OK);
+    int32_t ar[16], out[16];
+    ls_gen_stats st;
+    ls_gen_params gp = spec_params(2, 4, LS_DRAFT_ADAPTER, NULL, 0);
+    gp.strategy = LS_STRATEGY_AUTOREGRESSIVE;
+    gp.n_predict = 16;
+    REQUIRE(ls_generate(ctx, kv, prompt, np, &gp, ar, NULL, NULL, &st, &err) == LS_OK);
+    for (size_t f = 0; f < sizeof fills / sizeof fills[0]; f++) {
+        ra_spec s = {.exit_layer = 2, .ffn_dim = 64, .dtype = LS_TYPE_F16, .seed = 500 + f, .n_table = 100,
+                     .fill_tensor = fills[f].tensor, .fill_value = fills[f].value};
+        char name[64];
+        snprintf(name, sizeof name, "adapter_nonfinite_%zu.gguf", f);
+        ls_adapter *a;
+        ls_status ls = try_load(&s, name, &a, &err);
+        fprintf(stderr, "  %s = %g: %s\n", fills[f].tensor, (double)fills[f].value,
+                ls == LS_OK ? "loaded" : err.msg);
+        if (ls != LS_OK) {
+            CHECK(a == NULL && strstr(err.msg, tu_tmp_path(name)) != NULL);
+            continue;
+        }
+        /* greedy: lossless */
+        gp = spec_params(2, 4, LS_DRAFT_ADAPTER, a, 0);
+        gp.n_predict = 16;
+        ls_status gs = ls_generate(ctx, kv, prompt, np, &gp, out, NULL, NULL, &st, &err);
+        if (gs != LS_OK) fprintf(stderr, "    greedy: %s\n", err.msg);
+        CHECK(gs == LS_OK && memcmp(out, ar, sizeof ar) == 0);
+        /* sampled, three warper settings, with and without the table */
+        for (int w = 0; w < 6; w++) {
+            gp.sampling.temperature = 1.0f;
+            gp.sampling.top_k = w % 3 == 0 ? 5 : 0;
+            gp.sampling.top_p = w % 3 == 1 ? 0.9f : 1.0f;
+            gp.sampling.seed = 40 + (uint64_t)w;
+            gp.draft_vocab = w < 3 ? 0 : 100;
+            gs = ls_generate(ctx, kv, prompt, np, &gp, out, NULL, NULL, &st, &err);
+            bool valid = gs == LS_OK && st.n_generated == 16;
+            for (int i = 0; valid && i < 16; i++) valid = out[i] >= 0 && out[i] < V;
+            if (!valid)
+                fprintf(stderr, "    sampled (top-k %d, top-p %.1f, draft_vocab %d): %s\n", gp.sampling.top_k,
+                        (double)gp.sampling.top_p, gp.draft_vocab, gs == LS_OK ? "a token out of range" : err.msg);
+            CHECK(valid);
+        }
+        /* a drafter asked for a guess after its drafts (the pipeline's way) */
+        gp.sampling.top_k = 5;
+        gp.sampling.top_p = 1.0f;
+        gp.draft_vocab = 0;
+        draft_env e;
+        REQUIRE(env_open(&e, model, &gp, prompt, np));
+        ls_draft_chunk *ch = malloc(sizeof *ch);
+        ls_status ds = ls_drafter_draft(e.d, &e.rng, np - 1, prompt[np - 1], 4, true, e.hist, e.h, ch, &err);
+        bool valid = ds == LS_OK && ch->guess >= -1 && ch->guess < V;
+        for (int i = 1; ds == LS_OK && i <= ch->m; i++) valid = valid && ch->tokens[i] >= 0 && ch->tokens[i] < V;
+        for (int i = 0; ds == LS_OK && i < ch->m; i++) valid = valid && ch->q_n[i] >= 1;
+        if (!valid) fprintf(stderr, "    drafter: status %d, %d drafts, guess %d %s\n", ds, ds == LS_OK ? ch->m : -1,
+                            ds == LS_OK ? ch->guess : -1, ds == LS_OK ? "" : err.msg);
+        CHECK(valid);
+        free(ch);
+        env_close(&e);
+        ls_adapter_free(a);
+    }
+    ls_kv_free(kv);
+    ls_ctx_free(ctx);
+}
+
 /* ------------------------------------------------------------ storages */
 
 static void test_hf_storage(void) {
@@ -760,6 +846,7 @@ int main(void) {
     RUN(test_other_files);
     RUN(test_params);
     RUN(test_draft_head);
+    RUN(test_nonfinite_weights);
     RUN(test_hf_storage);
     ls_model_free(model);
     TEST_MAIN_END();

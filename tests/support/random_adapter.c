@@ -121,6 +121,8 @@ static void add_tensor(gguf_writer *w, const ra_spec *s, const char *name, int64
     float *v = malloc(sizeof(float) * (size_t)(n + cols + 1));
     if (!v) abort();
     for (int64_t i = 0; i < n + cols + 1; i++) v[i] = offset + scale * ra_uniform(rng);
+    if (s->fill_tensor && strcmp(name, s->fill_tensor) == 0)
+        for (int64_t i = 0; i < n + cols + 1; i++) v[i] = s->fill_value;
     ls_type type = s->dtype == LS_TYPE_F16 ? LS_TYPE_F16 : LS_TYPE_F32;
     int64_t ne[2] = {vec ? rows : cols, vec ? 1 : rows};
     uint32_t n_dims = vec ? 1 : 2;

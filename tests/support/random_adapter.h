@@ -88,6 +88,8 @@ typedef struct ra_spec {
     float scale;               /* weight scale multiplier (0: 1) */
     ra_fault fault;
     const char *fault_tensor;  /* RA_SHAPE*, RA_TYPE*, RA_MISSING_TENSOR: a tensor name (NULL: adapter.attn_k.weight) */
+    const char *fill_tensor;   /* a tensor whose every value is fill_value (NAN, INFINITY, ...); NULL: none */
+    float fill_value;
 } ra_spec;
 
 /* the table the file gets (s->n_table entries) */
