@@ -3,6 +3,7 @@
  * of the model's LM head for the adapter's frequency table, gathered once). */
 #include "adapter_internal.h"
 
+#include <math.h>
 #include <stddef.h>
 
 #include <stdio.h>
@@ -69,6 +70,24 @@ static ls_status get_weight(ls_adapter *a, const char *name, int64_t rows, int64
         return ls_err_set(err, LS_ERR_UNSUPPORTED, "draft adapter %s: tensor %s is %s; adapters store F32 or F16",
                           a->path, name, ls_type_name(t->type));
     *w = (ls_weight){.type = t->type, .rows = rows, .cols = cols, .data = t->data};
+    /* a diverged training run or a damaged file: NaN or Inf would poison
+     * every draft */
+    const int64_t n = rows * cols;
+    for (int64_t i = 0; i < n; i++) {
+        bool finite;
+        if (t->type == LS_TYPE_F32) {
+            float v;
+            memcpy(&v, (const uint8_t *)t->data + 4 * i, 4);
+            finite = isfinite(v);
+        } else {
+            uint16_t h;
+            memcpy(&h, (const uint8_t *)t->data + 2 * i, 2);
+            finite = (h & 0x7C00) != 0x7C00;
+        }
+        if (!finite)
+            return ls_err_set(err, LS_ERR_FORMAT, "draft adapter %s: tensor %s holds a NaN or infinite value (element "
+                              "%lld)", a->path, name, (long long)i);
+    }
     return LS_OK;
 }
 

@@ -294,8 +294,20 @@ static double top_prob(const float *logits, int32_t n) {
     return 1.0 / sum;
 }
 
+/* false when logits hold a NaN or no finite value (an adapter whose
+ * activations overflowed): such a draft is not made */
+static bool usable(const float *x, int32_t n) {
+    bool any = false;
+    for (int32_t i = 0; i < n; i++) {
+        if (isnan(x[i])) return false;
+        any |= isfinite(x[i]);
+    }
+    return any;
+}
+
 /* a draft from layer-E state h at position pos (the block's cache holds
- * [0, pos)): the draft distribution into d->q; *unsure when min-p says stop */
+ * [0, pos)): the draft distribution into d->q; *unsure when min-p says stop
+ * or the draft logits are unusable (then d->q is not set) */
 static ls_status model_draft(ls_drafter *d, const float *h, int pos, const int32_t *hist, bool *unsure, ls_err *err) {
     const ls_gen_params *p = d->p;
     const float *x = h;
@@ -311,10 +323,20 @@ static ls_status model_draft(ls_drafter *d, const float *h, int pos, const int32
         const ls_weight w = {.type = d->ad->head.type, .rows = N, .cols = d->ad->head.cols, .data = d->ad->head.data};
         st = ls_head_rows(d->c, &w, x, 1, d->small, err);
         if (st != LS_OK) return st;
+        if (!usable(d->small, N)) {
+            *unsure = true;
+            d->q.n = 0;
+            return LS_OK;
+        }
         for (int32_t i = 0; i < N; i++) d->logits[d->ad->table[i]] = d->small[i];
     } else {
         st = ls_exit_head(d->c, x, 1, d->logits, err);
         if (st != LS_OK) return st;
+        if (!usable(d->logits, d->V)) {
+            *unsure = true;
+            d->q.n = 0;
+            return LS_OK;
+        }
     }
     *unsure = p->draft_min_p > 0 && top_prob(d->logits, d->V) < p->draft_min_p;
     ls_sampler_probs(&p->sampling, d->logits, d->V, hist, pos + 1, &d->q);
@@ -534,7 +556,7 @@ ls_status ls_drafter_draft(ls_drafter *d, ls_rng *rng, int pos, int32_t tok0, in
                     ls_kv_truncate(d->akv, 0, 1, pos + ch->m);
                 }
                 st = model_draft(d, h_exit + (size_t)ch->m * D, pos + ch->m, hist, &unsure, err);
-                if (st == LS_OK) ch->guess = draw_draft(d, rng, ch, LS_MAX_SPECULATIONS);
+                if (st == LS_OK && d->q.n >= 1) ch->guess = draw_draft(d, rng, ch, LS_MAX_SPECULATIONS);
             }
         }
         set_head_batch(d, ch);
@@ -559,7 +581,7 @@ ls_status ls_drafter_draft(ls_drafter *d, ls_rng *rng, int pos, int32_t tok0, in
         if (m == k && !want_guess) break;
         bool unsure = false;
         st = model_draft(d, hm, pos + m, hist, &unsure, err);
-        if (st != LS_OK) break;
+        if (st != LS_OK || d->q.n < 1) break; /* unusable logits: no draft, no guess */
         const int32_t t = draw_draft(d, rng, ch, m < k ? m : LS_MAX_SPECULATIONS);
         if (m == k || unsure) {
             if (want_guess) ch->guess = t;
