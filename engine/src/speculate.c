@@ -179,7 +179,6 @@ struct ls_drafter {
     double draft_ms;          /* one model draft beyond the first position (block + head + [0, E)) */
     line_fit verify;          /* verification of n positions */
     int plain_streak;
-    ls_draft_source last_model_source;
     ls_status (*hook)(void *user, bool *abandon, ls_err *err);
     void *hook_user;
 };
@@ -220,7 +219,6 @@ ls_status ls_drafter_create(ls_ctx *c, ls_kv *kv, const ls_gen_params *p, int n_
     d->pending_pos = -1;
     d->use_block = d->ad && d->ad->has_block &&
                    (p->draft_source == LS_DRAFT_ADAPTER || p->draft_source == LS_DRAFT_AUTO);
-    d->last_model_source = d->use_block ? LS_DRAFT_ADAPTER : LS_DRAFT_EXIT;
     const int B = ls_ctx_max_batch(c);
     d->pending = malloc(sizeof(float) * (size_t)d->D);
     d->x = malloc(sizeof(float) * (size_t)B * (size_t)d->D);
@@ -246,14 +244,13 @@ ls_status ls_drafter_create(ls_ctx *c, ls_kv *kv, const ls_gen_params *p, int n_
 }
 
 /* the block over positions [pos, pos+n) from their layer-E states h (kept) */
-static ls_status block_feed(ls_drafter *d, int pos, int n, const float *h, float *out_last, ls_err *err) {
+static ls_status block_feed(ls_drafter *d, int pos, int n, const float *h, ls_err *err) {
     const int B = ls_ctx_max_batch(d->c);
     for (int done = 0; done < n; done += B) {
         const int nb = n - done < B ? n - done : B;
         memcpy(d->x, h + (size_t)done * d->D, sizeof(float) * (size_t)nb * d->D);
         ls_status st = ls_forward_block(d->c, &d->ad->blk, d->ad->ffn_dim, d->akv, pos + done, nb, d->x, err);
         if (st != LS_OK) return st;
-        if (out_last && done + nb == n) memcpy(out_last, d->x + (size_t)(nb - 1) * d->D, sizeof(float) * d->D);
     }
     if (d->pending_pos >= pos && d->pending_pos < pos + n) d->pending_pos = -1;
     return LS_OK;
@@ -263,7 +260,7 @@ bool ls_drafter_needs_states(const ls_drafter *d) { return d->use_block; }
 
 ls_status ls_drafter_feed(ls_drafter *d, int pos, int n, const float *h_exit, ls_err *err) {
     if (!d->use_block || n < 1) return LS_OK;
-    return block_feed(d, pos, n, h_exit, NULL, err);
+    return block_feed(d, pos, n, h_exit, err);
 }
 
 void ls_drafter_rollback(ls_drafter *d, int len) {
@@ -276,7 +273,7 @@ static ls_status block_catch_up(ls_drafter *d, int pos, ls_err *err) {
     if (!d->use_block) return LS_OK;
     int have = ls_kv_len(d->akv, 0);
     if (have < pos && d->pending_pos == have) {
-        ls_status st = block_feed(d, have, 1, d->pending, NULL, err);
+        ls_status st = block_feed(d, have, 1, d->pending, err);
         if (st != LS_OK) return st;
         have++;
     }
@@ -542,7 +539,7 @@ ls_status ls_drafter_draft(ls_drafter *d, ls_rng *rng, int pos, int32_t tok0, in
         if (st == LS_OK) st = ls_forward(d->c, d->kv, 0, E, pos, n, h_exit, err);
         if (st == LS_OK && d->use_block) {
             st = block_catch_up(d, pos, err);
-            if (st == LS_OK) st = block_feed(d, pos, n, h_exit, NULL, err);
+            if (st == LS_OK) st = block_feed(d, pos, n, h_exit, err);
         }
         if (st == LS_OK && d->hook) st = d->hook(d->hook_user, &ch->abandoned, err);
         if (st == LS_OK && want_guess && !ch->abandoned &&
