@@ -172,7 +172,7 @@ def save_gguf(model, tok_path, path, ftype="f16", name="lscode"):
 
 
 def load_gguf(path):
-    """GGUF written by save_gguf (F32/F16 tensors) -> model in eval mode"""
+    """GGUF (F32/F16 as written by save_gguf, or quantized: dequantized to F32) -> model in eval mode"""
     import gguf
     r = gguf.GGUFReader(path)
 
@@ -194,10 +194,14 @@ def load_gguf(path):
         bos_token_id=kv("tokenizer.ggml.bos_token_id", 0), eos_token_id=kv("tokenizer.ggml.eos_token_id", 0))
     ts = {}
     for t in r.tensors:
-        if t.tensor_type not in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
-            raise ValueError(f"{path}: tensor {t.name} is {t.tensor_type.name}; only F32/F16 files can be read here")
         shape = [int(x) for x in reversed(t.shape.tolist())]
-        ts[t.name] = np.asarray(t.data).astype(np.float32).reshape(shape)
+        if t.tensor_type in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16):
+            ts[t.name] = np.asarray(t.data).astype(np.float32).reshape(shape)
+        else:  # quantized (Q4_1, Q8_0, ...): dequantized to F32
+            try:
+                ts[t.name] = np.asarray(gguf.quants.dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(shape)
+            except NotImplementedError:
+                raise ValueError(f"{path}: tensor {t.name} is {t.tensor_type.name}, which gguf-py cannot dequantize")
     cfg.vocab_size = ts["token_embd.weight"].shape[0]
     cfg.tie_word_embeddings = "output.weight" not in ts
     model = LlamaForCausalLM(cfg)
