@@ -7,7 +7,8 @@
 #
 # Settings (environment): MODEL, BUILD (configured CMake build folder), WORK,
 # E, FFN, INIT, N (draft vocab trained for), STEPS, TIME_BUDGET (minutes; 0 = steps
-# only, reproducible), BATCH, LR, THREADS,
+# only, reproducible), BATCH, LR, THREADS, CONT_BUDGET (total minutes after the
+# continuation at a constant CONT_LR; 0 = no continuation), CONT_THREADS,
 # OUT (the adapter GGUF). A finished step is skipped when its output exists;
 # training resumes from WORK/run/ckpt.pt.
 set -euo pipefail
@@ -26,6 +27,9 @@ TIME_BUDGET=${TIME_BUDGET:-28}
 BATCH=${BATCH:-8}
 LR=${LR:-1.5e-3}
 THREADS=${THREADS:-2}
+CONT_BUDGET=${CONT_BUDGET:-46}
+CONT_LR=${CONT_LR:-1.5e-4}
+CONT_THREADS=${CONT_THREADS:-1}
 OUT=${OUT:-adapters/smollm2-135m-instruct.E$E.gguf}
 EXITS=${EXITS:-4,6,8}
 
@@ -58,6 +62,16 @@ TRAIN=("$WORK/trainA.bin" "$WORK/trainB.bin")
 "$PY" tools/train/adapter.py train --model "$MODEL" --train "${TRAIN[@]}" --heldout "$WORK/heldout.bin" \
       --table "$WORK/table.npy" --out "$WORK/run" --exit "$E" --ffn-dim "$FFN" --init "$INIT" --warmup 30 \
       --eval-every 150 --heldout-seqs 24 --draft-vocab "$N" --steps "$STEPS" --time-budget "$TIME_BUDGET" --batch "$BATCH" --lr "$LR" --threads "$THREADS" --resume
+
+# 4b. continuation (the committed file): the same run resumed at a constant lr
+#     CONT_LR (the first stage's final lr) until CONT_BUDGET minutes of training
+#     in all (28 + 18 = 46); --steps is only an upper bound here
+if [ "$CONT_BUDGET" != 0 ]; then
+  "$PY" tools/train/adapter.py train --model "$MODEL" --train "${TRAIN[@]}" --heldout "$WORK/heldout.bin" \
+        --table "$WORK/table.npy" --out "$WORK/run" --exit "$E" --ffn-dim "$FFN" --init "$INIT" --warmup 30 \
+        --eval-every 100000 --heldout-seqs 24 --draft-vocab "$N" --steps 100000 --time-budget "$CONT_BUDGET" \
+        --batch "$BATCH" --lr "$CONT_LR" --min-lr-frac 1.0 --threads "$CONT_THREADS" --resume
+fi
 
 # 5. held-out agreement: plain early exit at every dumped E, and the adapter
 "$PY" tools/train/adapter.py eval --model "$MODEL" --heldout "$WORK/heldout.bin" --table "$WORK/table.npy" \
