@@ -129,7 +129,8 @@ static ls_status check_base(ls_adapter *a, const ls_model *m, ls_err *err) {
     }
     const gguf_kv *hk = gguf_find_kv(a->g, "layerskip.base.vocab_hash");
     if (!hk || hk->type != GGUF_TYPE_UINT64)
-        return ls_err_set(err, LS_ERR_FORMAT, "draft adapter %s: layerskip.base.vocab_hash (u64) is missing", a->path);
+        return ls_err_set(err, LS_ERR_FORMAT, "draft adapter %s: layerskip.base.vocab_hash %s", a->path,
+                          hk ? "is not a u64" : "(u64) is missing");
     uint64_t want;
     memcpy(&want, hk->data, sizeof want);
     const uint64_t have = ls_vocab_hash(ls_model_tokenizer(m));

@@ -239,6 +239,9 @@ ls_status ls_drafter_create(ls_ctx *c, ls_kv *kv, const ls_gen_params *p, int n_
     d->est[LS_DRAFT_EXIT] = (accept_est){0.4, 1.6};
     d->est[LS_DRAFT_ADAPTER] = (accept_est){1.0, 1.0};
     d->est[LS_DRAFT_LOOKUP] = (accept_est){1.5, 1.0};
+    /* auto k: the first plain step is a probe, so the model drafter's cost
+     * and acceptance are measured from the start, not after 32 rounds */
+    d->plain_streak = PROBE_EVERY - 1;
     *out = d;
     return LS_OK;
 }
