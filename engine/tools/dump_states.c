@@ -12,6 +12,12 @@
  * into consecutive sequences of T tokens; the tail shorter than T is dropped.
  * Each sequence is run on its own from position 0 (fresh cache).
  *
+ * --tokens-file FILE instead takes ready token sequences, one per line (ids
+ * separated by spaces, e.g. a chat prompt and the model's answer), not packed:
+ * each line is one record, trimmed to T tokens; a shorter one is run over its
+ * own length only and padded to T with token id -1, zero states, zero top-K
+ * ids and logits and lse 0 (readers mask positions whose token is -1).
+ *
  * Output file, little endian:
  *   header, 128 bytes:
  *     char     magic[8]      "LSSTATE1"
@@ -49,6 +55,7 @@
 typedef struct opts {
     const char *model;
     const char *list;  /* file with one document path per line */
+    const char *tokens_file; /* one token-id sequence per line */
     const char *out;
     char **files;      /* positional document paths */
     int n_files;
@@ -61,12 +68,15 @@ typedef struct opts {
 static void usage(FILE *f) {
     fprintf(f,
             "usage: dump-states --model PATH --out FILE --exits E1,E2,.. [--list FILE] [DOC...]\n"
+            "                   [--tokens-file FILE]\n"
             "                   [--seq-len T] [--topk K] [--max-seq N] [--threads N] [--exact]\n"
             "  --model PATH     GGUF file or Hugging Face directory\n"
             "  --out FILE       output (layout in the header comment of engine/tools/dump_states.c)\n"
             "  --exits LIST     exit layers E (comma separated, increasing, 1..L-1): the output of\n"
             "                   layer E-1 is saved for each\n"
             "  --list FILE      text file naming one document per line (added to DOC...)\n"
+            "  --tokens-file F  token-id sequences, one per line (not packed; shorter ones padded\n"
+            "                   with id -1, longer ones trimmed to T); instead of documents\n"
             "  --seq-len T      tokens per sequence (default 256)\n"
             "  --topk K         full-model logits kept per position (default 32)\n"
             "  --max-seq N      stop after N sequences (default: all)\n"
@@ -97,6 +107,7 @@ static int parse_opts(int argc, char **argv, opts *o) {
         else if (!strcmp(a, "--exact")) o->exact = true;
         else if (!strcmp(a, "--model") && has) o->model = argv[++i];
         else if (!strcmp(a, "--list") && has) o->list = argv[++i];
+        else if (!strcmp(a, "--tokens-file") && has) o->tokens_file = argv[++i];
         else if (!strcmp(a, "--out") && has) o->out = argv[++i];
         else if (!strcmp(a, "--seq-len") && has) { if (parse_int(a, argv[++i], 2, 1 << 16, &o->T)) return -1; }
         else if (!strcmp(a, "--topk") && has) { if (parse_int(a, argv[++i], 1, 1024, &o->K)) return -1; }
@@ -129,8 +140,13 @@ static int parse_opts(int argc, char **argv, opts *o) {
             o->files[o->n_files++] = argv[i];
         }
     }
-    if (!o->model || !o->out || o->n_exits == 0 || (!o->list && o->n_files == 0)) {
-        fprintf(stderr, "error: --model, --out, --exits and at least one document (--list or DOC) are required (see --help)\n");
+    if (!o->model || !o->out || o->n_exits == 0 || (!o->list && o->n_files == 0 && !o->tokens_file)) {
+        fprintf(stderr, "error: --model, --out, --exits and at least one document (--list or DOC) or --tokens-file "
+                        "are required (see --help)\n");
+        return -1;
+    }
+    if (o->tokens_file && (o->list || o->n_files)) {
+        fprintf(stderr, "error: --tokens-file takes no documents (--list, DOC)\n");
         return -1;
     }
     return 0;
@@ -264,9 +280,54 @@ int main(int argc, char **argv) {
         if (add_document(tok, o.files[i], sep, &stream)) goto out;
         n_docs++;
     }
+    /* --tokens-file: each line one sequence, stored in the stream padded to T with -1 */
+    size_t n_lines = 0;
+    if (o.tokens_file) {
+        size_t len;
+        char *text = read_all(o.tokens_file, &len);
+        if (!text) {
+            fprintf(stderr, "error: --tokens-file %s: cannot read: %s\n", o.tokens_file, strerror(errno));
+            goto out;
+        }
+        size_t lineno = 0;
+        for (char *line = text; *line;) {
+            char *nl = strchr(line, '\n');
+            if (nl) *nl = 0;
+            lineno++;
+            char *p = line;
+            while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+            if (*p) {
+                if (ivec_reserve(&stream, (size_t)o.T)) { free(text); fprintf(stderr, "error: out of memory\n"); goto out; }
+                int n = 0;
+                while (*p) {
+                    char *end;
+                    errno = 0;
+                    long v = strtol(p, &end, 10);
+                    if (end == p || errno || v < 0 || v >= cfg->n_vocab) {
+                        fprintf(stderr, "error: --tokens-file %s line %zu: bad token id near '%.20s'\n",
+                                o.tokens_file, lineno, p);
+                        free(text);
+                        goto out;
+                    }
+                    if (n < o.T) stream.v[stream.n + (size_t)n++] = (int32_t)v;
+                    p = end;
+                    while (*p == ' ' || *p == '\t' || *p == '\r') p++;
+                }
+                for (int t = n; t < o.T; t++) stream.v[stream.n + (size_t)t] = -1;
+                stream.n += (size_t)o.T;
+                n_lines++;
+            }
+            if (!nl) break;
+            line = nl + 1;
+        }
+        free(text);
+    }
     size_t n_seq = stream.n / (size_t)o.T;
     if (o.max_seq && n_seq > (size_t)o.max_seq) n_seq = (size_t)o.max_seq;
-    fprintf(stderr, "dump-states: %d documents, %zu tokens, %zu sequences of %d\n", n_docs, stream.n, n_seq, o.T);
+    if (o.tokens_file)
+        fprintf(stderr, "dump-states: %zu token sequences, padded/trimmed to %d\n", n_lines, o.T);
+    else
+        fprintf(stderr, "dump-states: %d documents, %zu tokens, %zu sequences of %d\n", n_docs, stream.n, n_seq, o.T);
     if (n_seq == 0) {
         fprintf(stderr, "error: fewer than %d tokens in the documents: nothing to write\n", o.T);
         goto out;
@@ -310,23 +371,30 @@ int main(int argc, char **argv) {
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    size_t n_pos = 0;
     for (size_t s = 0; s < n_seq; s++) {
         const int32_t *tk = stream.v + s * (size_t)T;
+        int n = T; /* real positions (the rest is -1 padding) */
+        while (n > 0 && tk[n - 1] < 0) n--;
+        n_pos += (size_t)n;
         ls_kv_truncate(kv, 0, cfg->n_layers, 0);
         if (fwrite(tk, sizeof *tk, (size_t)T, f) != (size_t)T) goto write_err;
-        if (ls_embed(ctx, tk, T, hidden, &err) != LS_OK) goto engine_err;
+        if (ls_embed(ctx, tk, n, hidden, &err) != LS_OK) goto engine_err;
         int l0 = 0;
         for (int e = 0; e <= o.n_exits; e++) {
             int l1 = e < o.n_exits ? o.exits[e] : cfg->n_layers;
-            if (ls_forward(ctx, kv, l0, l1, 0, T, hidden, &err) != LS_OK) goto engine_err;
+            if (ls_forward(ctx, kv, l0, l1, 0, n, hidden, &err) != LS_OK) goto engine_err;
             l0 = l1;
             if (e == o.n_exits) break;
-            for (size_t i = 0; i < (size_t)T * D; i++) half[i] = ls_f32_to_f16(hidden[i]);
+            for (size_t i = 0; i < (size_t)n * D; i++) half[i] = ls_f32_to_f16(hidden[i]);
+            for (size_t i = (size_t)n * D; i < (size_t)T * D; i++) half[i] = 0;
             if (fwrite(half, sizeof *half, (size_t)T * D, f) != (size_t)T * D) goto write_err;
         }
-        if (ls_exit_head(ctx, hidden, T, logits, &err) != LS_OK) goto engine_err;
-        for (int t = 0; t < T; t++)
+        if (ls_exit_head(ctx, hidden, n, logits, &err) != LS_OK) goto engine_err;
+        for (int t = 0; t < n; t++)
             topk_row(logits + (size_t)t * V, V, K, ids + (size_t)t * K, vals + (size_t)t * K, lse + t);
+        for (size_t i = (size_t)n * K; i < (size_t)T * K; i++) { ids[i] = 0; vals[i] = 0; }
+        for (int t = n; t < T; t++) lse[t] = 0;
         if (fwrite(ids, sizeof *ids, (size_t)T * K, f) != (size_t)T * K ||
             fwrite(vals, sizeof *vals, (size_t)T * K, f) != (size_t)T * K ||
             fwrite(lse, sizeof *lse, (size_t)T, f) != (size_t)T)
@@ -335,7 +403,7 @@ int main(int argc, char **argv) {
             clock_gettime(CLOCK_MONOTONIC, &t1);
             double dt = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
             fprintf(stderr, "dump-states: %zu/%zu sequences, %.0f tok/s\n", s + 1, n_seq,
-                    (double)(s + 1) * T / dt);
+                    (double)n_pos / dt);
         }
     }
     hdr[3] = (uint32_t)n_seq;
@@ -345,7 +413,7 @@ int main(int argc, char **argv) {
         goto write_err;
     }
     f = NULL;
-    printf("n_seq %zu T %d dim %d K %d exits %d tokens %zu\n", n_seq, T, D, K, o.n_exits, n_seq * (size_t)T);
+    printf("n_seq %zu T %d dim %d K %d exits %d tokens %zu\n", n_seq, T, D, K, o.n_exits, n_pos);
     rc = 0;
     goto out;
 engine_err:

@@ -157,6 +157,17 @@ def freq_table(train_dumps, n_vocab):
     return order.astype(np.int32), chosen, corpus
 
 
+def load_table(path):
+    """the draft-vocab ranking: a .npy from `freq`, or an adapter GGUF's layerskip.draft_vocab"""
+    if path.endswith(".gguf"):
+        import gguf
+        f = gguf.GGUFReader(path).fields.get("layerskip.draft_vocab")
+        if f is None:
+            sys.exit(f"error: {path}: no layerskip.draft_vocab")
+        return np.array(f.contents(), dtype=np.int32)
+    return np.load(path)
+
+
 def cmd_freq(a):
     base = Base(a.model)
     tr = load_dumps(a.train)
@@ -241,6 +252,25 @@ def build_block(torch, base, ffn_dim):
     return Block()
 
 
+def init_from_gguf(torch, block, path):
+    """the weights of an exported adapter GGUF (F16 or F32)"""
+    import gguf
+    r = gguf.GGUFReader(path)
+    t = {x.name: x for x in r.tensors}
+    names = {"attn_norm": "adapter.attn_norm.weight", "wq": "adapter.attn_q.weight", "wk": "adapter.attn_k.weight",
+             "wv": "adapter.attn_v.weight", "wo": "adapter.attn_output.weight"}
+    if block.ffn_dim:
+        names.update(ffn_norm="adapter.ffn_norm.weight", w_gate="adapter.ffn_gate.weight",
+                     w_up="adapter.ffn_up.weight", w_down="adapter.ffn_down.weight")
+    with torch.no_grad():
+        for attr, name in names.items():
+            if name not in t:
+                sys.exit(f"error: {path}: no tensor {name}")
+            p = getattr(block, attr)
+            x = np.array(t[name].data, dtype=np.float32).reshape(p.shape)
+            p.copy_(torch.from_numpy(x))
+
+
 def init_from_layer(torch, block, base, layer):
     """copy a base layer's weights (dequantized; GGUF rows are already in the
     pairwise RoPE layout the block uses)"""
@@ -294,21 +324,33 @@ def soft_targets(torch, head, ids, lg, lse):
     return slot.clamp_min(0), p
 
 
-def agreement(torch, block, head, st, ids, bs=16, full_head=False):
+def real_len(tok):
+    """positions up to the last real token of a batch (dumps from --tokens-file pad with -1)"""
+    valid = (np.asarray(tok) >= 0).any(0)
+    return int(np.nonzero(valid)[0][-1]) + 1 if valid.any() else 0
+
+
+def agreement(torch, block, head, st, ids, bs=16, full_head=False, tok=None):
     """fraction of positions whose argmax over the draft vocab (or the full
-    vocab with full_head) is the full model's top-1"""
+    vocab with full_head) is the full model's top-1; positions whose token is
+    -1 (padding) are not counted"""
     hit, n = 0, 0
     with torch.no_grad():
         for i in range(0, len(st), bs):
-            h = torch.from_numpy(np.asarray(st[i:i + bs], dtype=np.float32))
+            L = st.shape[1] if tok is None else real_len(tok[i:i + bs])
+            if L == 0:
+                continue
+            h = torch.from_numpy(np.asarray(st[i:i + bs, :L], dtype=np.float32))
             x = block(h) if block is not None else h
             if full_head:
                 pred = head.logits_full(x).argmax(-1)
             else:
                 pred = head.draft_ids[head.logits(x).argmax(-1)]
-            t1 = torch.from_numpy(np.asarray(ids[i:i + bs, :, 0], dtype=np.int64))
-            hit += int((pred == t1).sum())
-            n += t1.numel()
+            t1 = torch.from_numpy(np.asarray(ids[i:i + bs, :L, 0], dtype=np.int64))
+            m = torch.ones_like(t1, dtype=torch.bool) if tok is None else \
+                torch.from_numpy(np.asarray(tok[i:i + bs, :L]) >= 0)
+            hit += int(((pred == t1) & m).sum())
+            n += int(m.sum())
     return hit / max(n, 1)
 
 
@@ -323,22 +365,34 @@ def cmd_train(a):
     torch.manual_seed(a.seed)
     rng = np.random.default_rng(a.seed)
     base = Base(a.model)
-    order = np.load(a.table)
+    order = load_table(a.table)
     head = Head(torch, base, order, a.draft_vocab)
     tr = load_dumps(a.train)
     ho = load_dumps(a.heldout)
-    st, ids, lg, lse, _ = gather(tr, a.exit)
-    hst, hids, _, _, _ = gather(ho, a.exit)
+    st, ids, lg, lse, tok = gather(tr, a.exit)
+    hst, hids, _, _, htok = gather(ho, a.exit)
     if a.heldout_seqs:
-        hst, hids = hst[:a.heldout_seqs], hids[:a.heldout_seqs]
+        hst, hids, htok = hst[:a.heldout_seqs], hids[:a.heldout_seqs], htok[:a.heldout_seqs]
     T = st.shape[1]
-    print(f"train: {len(st)} sequences x {T} = {len(st) * T} positions, held out: {len(hst) * T}; "
+    groups = [(st, ids, lg, lse, tok, a.batch)]
+    if a.train2:
+        g2 = gather(load_dumps(a.train2), a.exit)
+        groups.append(g2 + (a.batch2 or a.batch,))
+    real = [int((g[4] >= 0).sum()) for g in groups]
+    print(f"train: {len(st)} sequences x {T} ({real[0]} real positions)"
+          + (f", second set (--train2, {a.mix:.0%} of steps): {len(groups[1][0])} x {groups[1][0].shape[1]} "
+             f"({real[1]} real positions)" if a.train2 else "")
+          + f", held out: {int((htok >= 0).sum())}; "
           f"E {a.exit}, ffn_dim {a.ffn_dim}, draft vocab {a.draft_vocab}, init {a.init}", flush=True)
     block = build_block(torch, base, a.ffn_dim)
     if a.init.startswith("layer:"):
         init_from_layer(torch, block, base, int(a.init.split(":")[1]))
+    elif a.init.startswith("gguf:"):
+        init_from_gguf(torch, block, a.init[5:])
+    elif a.init.startswith("ckpt:"):
+        block.load_state_dict(torch.load(a.init[5:])["block"])
     elif a.init != "random":
-        sys.exit("error: --init: random or layer:N")
+        sys.exit("error: --init: random, layer:N, gguf:ADAPTER.gguf or ckpt:ckpt.pt")
     nparams = sum(p.numel() for p in block.parameters())
     decay = [p for n, p in block.named_parameters() if "norm" not in n]
     nodecay = [p for n, p in block.named_parameters() if "norm" in n]
@@ -382,27 +436,31 @@ def cmd_train(a):
 
     log = open(os.path.join(a.out, "log.jsonl"), "a")
     if step == 0:
-        base_agree = agreement(torch, None, head, hst, hids)
+        base_agree = agreement(torch, None, head, hst, hids, tok=htok)
         print(f"held-out top-1 agreement of plain early exit at E {a.exit} (draft vocab): {base_agree:.4f}", flush=True)
     t_last, tok_last = time.time(), 0
     while step < a.steps and not (step > a.warmup and progress(step) >= 1.0):
         t0 = time.time()
         for g in opt.param_groups:
             g["lr"] = lr_at(step)
-        idx = rng.integers(0, len(st), a.batch)
-        h = torch.from_numpy(st[idx].astype(np.float32))
-        slot, w = soft_targets(torch, head, torch.from_numpy(ids[idx].astype(np.int64)),
-                               torch.from_numpy(lg[idx]), torch.from_numpy(lse[idx]))
+        gi = 1 if len(groups) > 1 and rng.random() < a.mix else 0
+        g_st, g_ids, g_lg, g_lse, g_tok, g_b = groups[gi]
+        idx = np.sort(rng.integers(0, len(g_st), g_b))
+        L = real_len(g_tok[idx])
+        h = torch.from_numpy(g_st[idx, :L].astype(np.float32))
+        slot, w = soft_targets(torch, head, torch.from_numpy(g_ids[idx, :L].astype(np.int64)),
+                               torch.from_numpy(g_lg[idx, :L]), torch.from_numpy(g_lse[idx, :L]))
+        m = torch.from_numpy(g_tok[idx, :L] >= 0).float()
         x = block(h)
         logp = head.logits(x).log_softmax(-1)
-        loss = -(logp.gather(-1, slot) * w).sum(-1).mean()
+        loss = -((logp.gather(-1, slot) * w).sum(-1) * m).sum() / m.sum().clamp_min(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(block.parameters(), a.clip)
         opt.step()
         step += 1
         elapsed += time.time() - t0
-        tok_last += a.batch * T
+        tok_last += int(m.sum())
         rec = {"step": step, "loss": float(loss), "lr": lr_at(step - 1)}
         last = step == a.steps or (step > a.warmup and progress(step) >= 1.0)
         if step % a.log_every == 0 or last:
@@ -411,7 +469,7 @@ def cmd_train(a):
             t_last, tok_last = now, 0
             if step % a.eval_every == 0 or last:
                 block.eval()
-                rec["heldout_top1"] = agreement(torch, block, head, hst, hids)
+                rec["heldout_top1"] = agreement(torch, block, head, hst, hids, tok=htok)
                 block.train()
                 msg += f" | held-out top-1 {rec['heldout_top1']:.4f} | {elapsed / 60:.1f} min"
                 t_last = time.time()
@@ -420,7 +478,7 @@ def cmd_train(a):
         if step % a.ckpt_every == 0 or last:
             save()
     log.close()
-    final = agreement(torch, block, head, hst, hids)
+    final = agreement(torch, block, head, hst, hids, tok=htok)
     with open(os.path.join(a.out, "summary.json"), "w") as f:
         json.dump({"exit": a.exit, "ffn_dim": a.ffn_dim, "draft_vocab": a.draft_vocab, "init": a.init,
                    "steps": step, "train_minutes": elapsed / 60, "heldout_top1": final, "n_params": nparams}, f,
@@ -429,6 +487,15 @@ def cmd_train(a):
 
 
 def load_block(torch, base, ckpt):
+    if ckpt.endswith(".gguf"):  # an exported adapter
+        import gguf
+        r = gguf.GGUFReader(ckpt)
+        cfg = {"exit": int(r.fields["layerskip.adapter.exit_layer"].contents()),
+               "ffn_dim": int(r.fields["layerskip.adapter.ffn_dim"].contents())}
+        block = build_block(torch, base, cfg["ffn_dim"])
+        init_from_gguf(torch, block, ckpt)
+        block.eval()
+        return block, cfg
     s = torch.load(ckpt)
     cfg = s["config"]
     block = build_block(torch, base, cfg["ffn_dim"])
@@ -440,22 +507,22 @@ def load_block(torch, base, ckpt):
 def cmd_eval(a):
     torch = setup_torch(a.threads)
     base = Base(a.model)
-    order = np.load(a.table)
+    order = load_table(a.table)
     ho = load_dumps(a.heldout)
     res = {}
     for n in a.draft_vocab:
         head = Head(torch, base, order, n)
         for E in ho[0].exits:
-            hst, hids, _, _, _ = gather(ho, E)
-            res[f"plain E{E} N{n}"] = agreement(torch, None, head, hst, hids)
+            hst, hids, _, _, htok = gather(ho, E)
+            res[f"plain E{E} N{n}"] = agreement(torch, None, head, hst, hids, tok=htok)
         if n == a.draft_vocab[0]:
             for E in ho[0].exits:
-                hst, hids, _, _, _ = gather(ho, E)
-                res[f"plain E{E} full"] = agreement(torch, None, head, hst, hids, full_head=True)
+                hst, hids, _, _, htok = gather(ho, E)
+                res[f"plain E{E} full"] = agreement(torch, None, head, hst, hids, full_head=True, tok=htok)
         for c in a.ckpt or []:
             block, cfg = load_block(torch, base, c)
-            hst, hids, _, _, _ = gather(ho, cfg["exit"])
-            res[f"adapter {c} E{cfg['exit']} N{n}"] = agreement(torch, block, head, hst, hids)
+            hst, hids, _, _, htok = gather(ho, cfg["exit"])
+            res[f"adapter {c} E{cfg['exit']} N{n}"] = agreement(torch, block, head, hst, hids, tok=htok)
     for k, v in res.items():
         print(f"{k}: {v:.4f}")
     if a.json:
@@ -467,7 +534,7 @@ def cmd_export(a):
     import gguf
     torch = setup_torch(1)
     base = Base(a.model)
-    order = np.load(a.table)
+    order = load_table(a.table)
     if a.draft_vocab_entries:
         order = order[:a.draft_vocab_entries]
     w = gguf.GGUFWriter(a.out, "layerskip-adapter")
@@ -531,12 +598,17 @@ def main():
     p.add_argument("--model", **model)
     p.add_argument("--train", nargs="+", required=True, help="training dumps")
     p.add_argument("--heldout", nargs="+", required=True, help="held-out dumps")
-    p.add_argument("--table", required=True, help="ranking from `freq` (.npy)")
+    p.add_argument("--table", required=True, help="ranking from `freq` (.npy) or an adapter GGUF (its layerskip.draft_vocab)")
     p.add_argument("--out", required=True, help="run folder (ckpt.pt, log.jsonl, summary.json)")
     p.add_argument("--exit", type=int, required=True, help="E: the block reads layer E-1's output")
     p.add_argument("--ffn-dim", type=int, default=1536, help="feed-forward width, 0 = attention only (default 1536)")
-    p.add_argument("--init", default="random", help="random (output projections zero: starts as plain exit) "
-                   "or layer:N (a copy of base layer N, dequantized)")
+    p.add_argument("--init", default="random", help="random (output projections zero: starts as plain exit), "
+                   "layer:N (a copy of base layer N, dequantized), gguf:ADAPTER.gguf (an exported adapter's "
+                   "weights) or ckpt:ckpt.pt (a checkpoint's block; optimizer state not kept)")
+    p.add_argument("--train2", nargs="+", help="a second set of training dumps (may differ in T; e.g. chat "
+                   "sequences from dump-states --tokens-file)")
+    p.add_argument("--mix", type=float, default=0.7, help="fraction of steps drawn from --train2 (default 0.7)")
+    p.add_argument("--batch2", type=int, default=0, help="sequences per --train2 step (default: --batch)")
     p.add_argument("--draft-vocab", type=int, default=8192, help="student logits over the first N table entries")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--time-budget", type=float, default=0.0,
