@@ -498,13 +498,7 @@ ls_status ls_head_rows(ls_ctx *c, const ls_weight *w, const float *hidden, int n
 }
 
 ls_status ls_exit_head(ls_ctx *c, const float *hidden, int n, float *logits, ls_err *err) {
-    const ls_model *m = c->m;
-    const int dim = m->cfg.dim;
-    if (n < 1 || n > c->max_batch)
-        return ls_err_set(err, LS_ERR_INVALID, "batch of %d positions is outside [1, %d]", n, c->max_batch);
-    for (int i = 0; i < n; i++)
-        ls_rmsnorm(c->xb + (size_t)i * dim, hidden + (size_t)i * dim, m->out_norm, dim, m->cfg.norm_eps);
-    matmul(c, &m->output, c->xb, n, logits);
-    c->counters.head_positions += (uint64_t)n;
-    return LS_OK;
+    ls_status st = ls_head_rows(c, &c->m->output, hidden, n, logits, err);
+    if (st == LS_OK) c->counters.head_positions += (uint64_t)n;
+    return st;
 }
