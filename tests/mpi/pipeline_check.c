@@ -57,7 +57,9 @@
 #define LIGHT 0
 #endif
 #define N_CTX 256
-#define N_GEN_SRC (LIGHT ? 10 : 16) /* per draft-source case */
+/* per draft-source case; 16 also under ASan: with fewer, lookup covers the
+ * whole copy prompt and auto never falls back to the adapter */
+#define N_GEN_SRC 16
 
 static const char *PROMPTS[] = {
     "The history of the Roman Empire begins with",
@@ -353,11 +355,10 @@ static void check_split(world *w, const char *stages) {
 /* ---- sampled self-speculation through the pipeline, chi-square ---- */
 
 #define SV 16                     /* the tiny vocabulary */
-#if defined(__SANITIZE_ADDRESS__)
-#define N_PIPE_SAMPLES 2000
-#else
+/* also under ASan (about 35 s there): with 2000 the joint test of the first
+ * two tokens (df ~130) has too few samples per cell and failed by chance
+ * (p = 0.005 on one timing-dependent run) */
 #define N_PIPE_SAMPLES 4000
-#endif
 
 typedef struct tiny_world {
     ls_model *m;
