@@ -115,6 +115,9 @@ ls_status ls_spec_verify(ls_ctx *c, const ls_sampling *s, const ls_draft_chunk *
 #define LOOKUP_MIN_NGRAM 2
 #define PROBE_EVERY 32       /* auto k: a plain-step streak is broken by one draft to keep the estimate alive */
 #define DECAY 0.9            /* weight of the past in the running estimates, per round */
+#define MARGIN 1.05          /* auto k drafts only when it expects at least 5% over plain steps: the
+                              * estimates come from noisy timings, and a draft that merely breaks
+                              * even measured 0.87-0.97x on Q4_1 here (BENCHMARKS.md) */
 
 /* a cost that grows with the positions n of a pass, fitted as a + b (n - 1)
  * by weighted least squares over decayed observations */
@@ -501,12 +504,12 @@ ls_status ls_drafter_draft(ls_drafter *d, ls_rng *rng, int pos, int32_t tok0, in
         double g_model = 0, g_look = 0;
         const int k_model = want == LS_DRAFT_LOOKUP ? 0 : best_model_k(d, model_src, k_max, &g_model);
         const int k_look = n_look_drafts > 0 ? best_lookup_k(d, n_look_drafts, &g_look) : 0;
-        if (k_look > 0 && g_look >= g_model) {
+        if (k_look > 0 && g_look >= g_model && g_look >= MARGIN) {
             src = LS_DRAFT_LOOKUP;
             k = k_look;
         } else {
             src = want == LS_DRAFT_LOOKUP ? LS_DRAFT_LOOKUP : model_src;
-            k = k_model;
+            k = g_model >= MARGIN ? k_model : 0;
         }
         /* keep the estimates alive: a long streak of plain steps probes once */
         if (k == 0 && ++d->plain_streak >= PROBE_EVERY && want != LS_DRAFT_LOOKUP) {
