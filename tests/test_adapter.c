@@ -162,6 +162,7 @@ static void test_good_files(void) {
         {1, 64, LS_TYPE_F32, 500, true, false, false},   /* the table as u32 */
         {2, 0, LS_TYPE_F32, 2000, false, true, false},   /* a table only */
         {3, 64, LS_TYPE_F16, 10, false, false, true},    /* has_block left out: a block */
+        {2, 64, LS_TYPE_Q8_0, 100, false, false, false}, /* Q8_0 matrices, F32 norms */
     };
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         ra_spec s = {.exit_layer = good[i].E, .ffn_dim = good[i].ffn, .dtype = good[i].t, .seed = 100 + i,
@@ -243,9 +244,11 @@ static void test_bad_files(void) {
         {RA_SHAPE_TRANSPOSED, "adapter.ffn_up.weight", 32, "adapter.ffn_up.weight has shape [32, 64], expected [64, 32]",
          NULL},
         {RA_NORM_2D, NULL, 0, "adapter.attn_norm.weight has 2 dimensions, expected 1", NULL},
-        {RA_TYPE_Q8_0, NULL, 0, "adapter.attn_k.weight is Q8_0", "F32 or F16"},
-        {RA_TYPE_BF16, "adapter.attn_norm.weight", 0, "adapter.attn_norm.weight is BF16", "F32 or F16"},
-        {RA_TYPE_Q8_0, "adapter.ffn_down.weight", 64, "adapter.ffn_down.weight is Q8_0", NULL},
+        {RA_TYPE_Q8_0, "adapter.attn_norm.weight", 0, "adapter.attn_norm.weight is Q8_0", "norms as F32 or F16"},
+        {RA_TYPE_BF16, "adapter.attn_norm.weight", 0, "adapter.attn_norm.weight is BF16", "norms as F32 or F16"},
+        {RA_TYPE_Q8_0, "adapter.ffn_norm.weight", 64, "adapter.ffn_norm.weight is Q8_0", NULL},
+        {RA_TYPE_BF16, NULL, 0, "adapter.attn_k.weight is BF16", "matrices as F32, F16 or Q8_0"},
+        {RA_TYPE_BF16, "adapter.ffn_down.weight", 64, "adapter.ffn_down.weight is BF16", NULL},
         {RA_MISSING_TENSOR, NULL, 0, "tensor adapter.attn_k.weight is missing", NULL},
         {RA_MISSING_TENSOR, "adapter.attn_norm.weight", 0, "tensor adapter.attn_norm.weight is missing", NULL},
         {RA_MISSING_TENSOR, "adapter.attn_v.weight", 0, "tensor adapter.attn_v.weight is missing", NULL},
@@ -673,11 +676,14 @@ static void test_draft_head(void) {
  * sampled output (top-k, top-p, plain) valid tokens, a drafter's guess (the
  * pipeline asks for one) a token or -1. */
 static void test_nonfinite_weights(void) {
-    static const struct { const char *tensor; float value; } fills[] = {
-        {"adapter.attn_output.weight", NAN},
-        {"adapter.ffn_down.weight", INFINITY},
-        {"adapter.attn_norm.weight", NAN},
-        {"adapter.attn_q.weight", 60000.0f},
+    static const struct { const char *tensor; float value; ls_type t; } fills[] = {
+        {"adapter.attn_output.weight", NAN, LS_TYPE_F16},
+        {"adapter.ffn_down.weight", INFINITY, LS_TYPE_F16},
+        {"adapter.attn_norm.weight", NAN, LS_TYPE_F16},
+        {"adapter.attn_q.weight", 60000.0f, LS_TYPE_F16},
+        {"adapter.ffn_up.weight", NAN, LS_TYPE_Q8_0},      /* a NaN block scale */
+        {"adapter.attn_v.weight", INFINITY, LS_TYPE_Q8_0},
+        {"adapter.attn_k.weight", 1e30f, LS_TYPE_Q8_0},    /* scale 1e30/127 overflows fp16 */
     };
     const int32_t prompt[] = {1, 450, 4996, 17354, 1701, 29916, 432, 17204, 975};
     const int np = 9, V = base.n_vocab;
@@ -693,7 +699,7 @@ static void test_nonfinite_weights(void) {
     gp.n_predict = 16;
     REQUIRE(ls_generate(ctx, kv, prompt, np, &gp, ar, NULL, NULL, &st, &err) == LS_OK);
     for (size_t f = 0; f < sizeof fills / sizeof fills[0]; f++) {
-        ra_spec s = {.exit_layer = 2, .ffn_dim = 64, .dtype = LS_TYPE_F16, .seed = 500 + f, .n_table = 100,
+        ra_spec s = {.exit_layer = 2, .ffn_dim = 64, .dtype = fills[f].t, .seed = 500 + f, .n_table = 100,
                      .fill_tensor = fills[f].tensor, .fill_value = fills[f].value};
         char name[64];
         snprintf(name, sizeof name, "adapter_nonfinite_%zu.gguf", f);

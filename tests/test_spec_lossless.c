@@ -396,12 +396,12 @@ typedef struct src_sums { int64_t drafted[LS_N_DRAFT_SOURCES], accepted[LS_N_DRA
 
 /* one adapter per exit layer [1, 3] of a 4-layer model, each with an
  * n_table-entry table: attention-only F32, F16 with a feed-forward part,
- * F16 with the model's feed-forward width */
+ * Q8_0 with the model's feed-forward width */
 static bool load_adapters(ls_model *m, const char *tag, int n_table, ls_adapter *ad[3]) {
     const ra_spec specs[3] = {
         {.exit_layer = 1, .ffn_dim = 0, .dtype = LS_TYPE_F32, .seed = 301, .n_table = n_table},
         {.exit_layer = 2, .ffn_dim = 64, .dtype = LS_TYPE_F16, .seed = 302, .n_table = n_table},
-        {.exit_layer = 3, .ffn_dim = 128, .dtype = LS_TYPE_F16, .seed = 303, .n_table = n_table},
+        {.exit_layer = 3, .ffn_dim = 128, .dtype = LS_TYPE_Q8_0, .seed = 303, .n_table = n_table},
     };
     for (int i = 0; i < 3; i++) {
         char name[96];

@@ -54,7 +54,8 @@ static ls_status get_u32(const ls_adapter *a, const char *key, uint32_t *v, ls_e
     return st == LS_OK ? st : prefixed(a, st, err);
 }
 
-/* a tensor of the block: F32 or F16 of exactly rows x cols */
+/* a tensor of the block of exactly rows x cols: F32 or F16, or Q8_0 for a
+ * matrix (rows > 1: the norms are vectors and stay float) */
 static ls_status get_weight(ls_adapter *a, const char *name, int64_t rows, int64_t cols, ls_weight *w, ls_err *err) {
     const gguf_tensor_info *t = gguf_find_tensor(a->g, name);
     if (!t) return ls_err_set(err, LS_ERR_MISSING, "draft adapter %s: tensor %s is missing", a->path, name);
@@ -66,13 +67,16 @@ static ls_status get_weight(ls_adapter *a, const char *name, int64_t rows, int64
         return ls_err_set(err, LS_ERR_FORMAT, "draft adapter %s: tensor %s has shape [%lld, %lld], expected [%lld, "
                           "%lld] (cols, rows) for this model", a->path, name, (long long)t->ne[0],
                           (long long)t->ne[1], (long long)cols, (long long)rows);
-    if (t->type != LS_TYPE_F32 && t->type != LS_TYPE_F16)
-        return ls_err_set(err, LS_ERR_UNSUPPORTED, "draft adapter %s: tensor %s is %s; adapters store F32 or F16",
-                          a->path, name, ls_type_name(t->type));
+    const bool q8_ok = rows > 1;
+    if (t->type != LS_TYPE_F32 && t->type != LS_TYPE_F16 && !(q8_ok && t->type == LS_TYPE_Q8_0))
+        return ls_err_set(err, LS_ERR_UNSUPPORTED, "draft adapter %s: tensor %s is %s; adapters store %s", a->path,
+                          name, ls_type_name(t->type), q8_ok ? "matrices as F32, F16 or Q8_0" : "norms as F32 or F16");
     *w = (ls_weight){.type = t->type, .rows = rows, .cols = cols, .data = t->data};
     /* a diverged training run or a damaged file: NaN or Inf would poison
-     * every draft */
-    const int64_t n = rows * cols;
+     * every draft (Q8_0: the fp16 scale of each block of 32; its int8
+     * quants are always finite) */
+    const bool q8 = t->type == LS_TYPE_Q8_0;
+    const int64_t n = q8 ? rows * cols / 32 : rows * cols;
     for (int64_t i = 0; i < n; i++) {
         bool finite;
         if (t->type == LS_TYPE_F32) {
@@ -81,12 +85,12 @@ static ls_status get_weight(ls_adapter *a, const char *name, int64_t rows, int64
             finite = isfinite(v);
         } else {
             uint16_t h;
-            memcpy(&h, (const uint8_t *)t->data + 2 * i, 2);
+            memcpy(&h, (const uint8_t *)t->data + (q8 ? 34 : 2) * i, 2);
             finite = (h & 0x7C00) != 0x7C00;
         }
         if (!finite)
-            return ls_err_set(err, LS_ERR_FORMAT, "draft adapter %s: tensor %s holds a NaN or infinite value (element "
-                              "%lld)", a->path, name, (long long)i);
+            return ls_err_set(err, LS_ERR_FORMAT, "draft adapter %s: tensor %s holds a NaN or infinite %s %lld", a->path,
+                              name, q8 ? "scale in block" : "value at element", (long long)i);
     }
     return LS_OK;
 }

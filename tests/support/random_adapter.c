@@ -124,6 +124,7 @@ static void add_tensor(gguf_writer *w, const ra_spec *s, const char *name, int64
     if (s->fill_tensor && strcmp(name, s->fill_tensor) == 0)
         for (int64_t i = 0; i < n + cols + 1; i++) v[i] = s->fill_value;
     ls_type type = s->dtype == LS_TYPE_F16 ? LS_TYPE_F16 : LS_TYPE_F32;
+    if (s->dtype == LS_TYPE_Q8_0) type = vec ? LS_TYPE_F32 : LS_TYPE_Q8_0; /* norms stay float */
     int64_t ne[2] = {vec ? rows : cols, vec ? 1 : rows};
     uint32_t n_dims = vec ? 1 : 2;
     if (target && s->fault == RA_SHAPE) {
@@ -150,12 +151,19 @@ static void add_tensor(gguf_writer *w, const ra_spec *s, const char *name, int64
             memcpy(bytes + 2 * i, &h, 2);
         }
     }
-    if (type == LS_TYPE_Q8_0) /* scale 1/127 per block, quants from v */
+    if (type == LS_TYPE_Q8_0) /* per block of 32: d = amax / 127, q = round(v / d) (a non-finite v gives d non-finite) */
         for (int64_t blk = 0; blk < count / 32; blk++) {
             uint8_t *q = bytes + blk * 34;
-            uint16_t d = ls_f32_to_f16(1.0f / 127);
+            float amax = 0;
+            for (int i = 0; i < 32 && !isnan(amax); i++) {
+                const float x = v[blk * 32 + i];
+                if (isnan(x) || fabsf(x) > amax) amax = isnan(x) ? x : fabsf(x);
+            }
+            const float dq = amax / 127;
+            uint16_t d = ls_f32_to_f16(dq);
             memcpy(q, &d, 2);
-            for (int i = 0; i < 32; i++) q[2 + i] = (uint8_t)(int8_t)lrintf(v[blk * 32 + i] * 127);
+            for (int i = 0; i < 32; i++)
+                q[2 + i] = (uint8_t)(int8_t)(dq > 0 && isfinite(dq) ? lrintf(v[blk * 32 + i] / dq) : 0);
         }
     if (!gguf_writer_add_tensor(w, name, type, n_dims, ne, bytes)) {
         fprintf(stderr, "random_adapter: cannot add tensor %s\n", name);

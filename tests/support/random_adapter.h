@@ -78,7 +78,7 @@ const char *ra_fault_name(ra_fault f);
 typedef struct ra_spec {
     int exit_layer;            /* E */
     int ffn_dim;               /* 0: attention only */
-    ls_type dtype;             /* LS_TYPE_F32 (0) or LS_TYPE_F16 */
+    ls_type dtype;             /* LS_TYPE_F32 (0), LS_TYPE_F16, or LS_TYPE_Q8_0 (matrices; norms F32) */
     uint64_t seed;
     int n_table;               /* 0: no table; else that many entries */
     const int32_t *table;      /* the entries; NULL: a seeded permutation of the vocabulary */

@@ -13,7 +13,7 @@ Subcommands (each has --help):
           token on the training dump; coverage of held-out argmaxes
   train   train the block (resumable: --resume), held-out top-1 agreement
   eval    held-out top-1 agreement of plain early exit (and of a checkpoint)
-  export  write the sidecar GGUF (weights F16, metadata per docs/ADAPTER.md)
+  export  write the sidecar GGUF (matrices Q8_0 or F16, norms F16, metadata per docs/ADAPTER.md)
 
 Math, exactly as the engine's ls_drafter (docs/ADAPTER.md):
   a = RMSNorm(h; attn_norm); q,k,v = Wq a, Wk a, Wv a; RoPE on q, k with
@@ -253,7 +253,7 @@ def build_block(torch, base, ffn_dim):
 
 
 def init_from_gguf(torch, block, path):
-    """the weights of an exported adapter GGUF (F16 or F32)"""
+    """the weights of an exported adapter GGUF (F32, F16 or Q8_0, dequantized)"""
     import gguf
     r = gguf.GGUFReader(path)
     t = {x.name: x for x in r.tensors}
@@ -267,7 +267,8 @@ def init_from_gguf(torch, block, path):
             if name not in t:
                 sys.exit(f"error: {path}: no tensor {name}")
             p = getattr(block, attr)
-            x = np.array(t[name].data, dtype=np.float32).reshape(p.shape)
+            x = np.asarray(gguf.quants.dequantize(t[name].data, t[name].tensor_type), dtype=np.float32)
+            x = np.array(x.reshape(p.shape))
             p.copy_(torch.from_numpy(x))
 
 
@@ -563,16 +564,21 @@ def cmd_export(a):
     if has_block:
         def f16(t):
             return t.detach().numpy().astype(np.float16)
+
+        def mat(t):  # matrices: F16, or Q8_0 (half the bytes, cheaper drafts); norms stay F16
+            if a.dtype == "f16":
+                return f16(t), {}
+            q = gguf.quants.quantize(t.detach().numpy().astype(np.float32), gguf.GGMLQuantizationType.Q8_0)
+            return q, {"raw_dtype": gguf.GGMLQuantizationType.Q8_0}
         w.add_tensor("adapter.attn_norm.weight", f16(block.attn_norm))
-        w.add_tensor("adapter.attn_q.weight", f16(block.wq))
-        w.add_tensor("adapter.attn_k.weight", f16(block.wk))
-        w.add_tensor("adapter.attn_v.weight", f16(block.wv))
-        w.add_tensor("adapter.attn_output.weight", f16(block.wo))
+        for name, t in [("attn_q", block.wq), ("attn_k", block.wk), ("attn_v", block.wv), ("attn_output", block.wo)]:
+            data, kw = mat(t)
+            w.add_tensor(f"adapter.{name}.weight", data, **kw)
         if ffn:
             w.add_tensor("adapter.ffn_norm.weight", f16(block.ffn_norm))
-            w.add_tensor("adapter.ffn_gate.weight", f16(block.w_gate))
-            w.add_tensor("adapter.ffn_up.weight", f16(block.w_up))
-            w.add_tensor("adapter.ffn_down.weight", f16(block.w_down))
+            for name, t in [("ffn_gate", block.w_gate), ("ffn_up", block.w_up), ("ffn_down", block.w_down)]:
+                data, kw = mat(t)
+                w.add_tensor(f"adapter.{name}.weight", data, **kw)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -645,6 +651,8 @@ def main():
     p.add_argument("--ckpt", help="trained block (ckpt.pt); without it a frequency table only (needs --exit)")
     p.add_argument("--exit", type=int, help="E when writing a table only")
     p.add_argument("--draft-vocab-entries", type=int, default=0, help="keep the first N table entries (0: all)")
+    p.add_argument("--dtype", choices=["f16", "q8_0"], default="q8_0",
+                   help="storage of the block's matrices (default: %(default)s; norms are F16)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)
 

@@ -84,7 +84,7 @@ fi
 # 6. the sidecar GGUF of the raw-text stage
 mkdir -p "$(dirname "$OUT")"
 RAW_OUT=$OUT; [ "${CHAT:-1}" = 1 ] && RAW_OUT=$WORK/raw.gguf
-"$PY" tools/train/adapter.py export --model "$MODEL" --table "$WORK/table.npy" --ckpt "$WORK/run/ckpt.pt" --out "$RAW_OUT"
+"$PY" tools/train/adapter.py export --model "$MODEL" --table "$WORK/table.npy" --ckpt "$WORK/run/ckpt.pt" --dtype f16 --out "$RAW_OUT"
 [ "${CHAT:-1}" = 1 ] || exit 0
 
 # 7. chat stage (self-distillation in the chat register): prompts built from the
