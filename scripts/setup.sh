@@ -124,13 +124,14 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build
 
 echo "== serving the default model through a 2-rank MPI pipeline:"
-echo "   rank 0 layerskipd (embedding, layers 0-8, LM head: drafts), rank 1 layerskip-worker (layers 8-30: verifies)"
+echo "   rank 0 layerskipd (embedding, layers 0-8 and the draft adapter: drafts), rank 1 layerskip-worker (layers 8-30, LM head: verifies)"
 sock_dir=$(mktemp -d)
 mpi_flags=(--oversubscribe --bind-to none)
 [ "$(id -u)" = 0 ] && mpi_flags+=(--allow-run-as-root)
 mpirun "${mpi_flags[@]}" \
   -np 1 ./build/daemon/layerskipd --model "$MODEL" --listen "unix:$sock_dir/layerskipd.sock" \
-        --threads 1 --exit-layer 8 --log-level warn \
+        --threads 1 --exit-layer 8 --draft-adapter adapters/smollm2-135m-instruct.E8.gguf \
+        --draft-vocab 8192 --log-level warn \
   : -np 1 ./build/worker/layerskip-worker &
 mpirun_pid=$!
 trap 'kill "$mpirun_pid" 2>/dev/null; rm -rf "$sock_dir"' EXIT
@@ -141,7 +142,7 @@ for _ in $(seq 300); do
 done
 ./build/client/layerskip info --server "unix:$sock_dir/layerskipd.sock" | grep '^stage'
 ./build/client/layerskip generate --server "unix:$sock_dir/layerskipd.sock" --max-steps 48 \
-  --generation-strategy self_speculative --num-speculations 3 \
+  --generation-strategy self_speculative --num-speculations auto \
   "The three most useful things to know about the C programming language are"
 # the clean stop: SIGTERM to layerskipd (rank 0) drains, stops the worker, and mpirun exits 0
 kill -TERM "$(pgrep -P "$mpirun_pid" -x layerskipd)"
