@@ -76,6 +76,15 @@ static void *make_weights(ls_type t, int64_t rows, int64_t cols) {
             put16(b + 2, ls_f32_to_f16((float)(-8.0 * scale * (0.5 + rng_uniform()))));
             for (int j = 0; j < 16; j++) b[4 + j] = (uint8_t)rng_u64();
             break;
+        case LS_TYPE_Q5_0:
+            put16(b, ls_f32_to_f16((float)(rng_u64() & 1 ? scale : -scale) / 2));
+            for (int j = 0; j < 20; j++) b[2 + j] = (uint8_t)rng_u64();
+            break;
+        case LS_TYPE_Q5_1:
+            put16(b, ls_f32_to_f16((float)scale / 2));
+            put16(b + 2, ls_f32_to_f16((float)(-8.0 * scale * (0.5 + rng_uniform()))));
+            for (int j = 0; j < 20; j++) b[4 + j] = (uint8_t)rng_u64();
+            break;
         case LS_TYPE_Q8_0:
             put16(b, ls_f32_to_f16((float)(rng_u64() & 1 ? scale : -scale) / 16));
             for (int j = 0; j < 32; j++) {
@@ -121,6 +130,14 @@ static double weight_at(ls_type t, const uint8_t *w, int64_t cols, int64_t r, in
     const int j = (int)(k % 32);
     const double d = ls_f16_to_f32(get16(b));
     if (t == LS_TYPE_Q8_0) return d * (int8_t)b[2 + j];
+    if (t == LS_TYPE_Q5_0 || t == LS_TYPE_Q5_1) { /* u32 qh: bit j is element j's fifth bit */
+        const uint8_t *qh = b + (t == LS_TYPE_Q5_1 ? 4 : 2), *qs = qh + 4;
+        const int hi = (qh[j / 8] >> (j % 8)) & 1;
+        const int q = (j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4)) | hi << 4;
+        if (t == LS_TYPE_Q5_0) return d * (q - 16);
+        *min_out = ls_f16_to_f32(get16(b + 2));
+        return d * q + *min_out;
+    }
     const uint8_t *qs = b + (t == LS_TYPE_Q4_1 ? 4 : 2);
     const int q = j < 16 ? (qs[j] & 0x0F) : (qs[j - 16] >> 4);
     if (t == LS_TYPE_Q4_0) return d * (q - 8);
@@ -180,7 +197,7 @@ typedef struct shape {
 } shape;
 
 static void test_matmul_vs_ref(void) {
-    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q8_0,
+    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q5_0, LS_TYPE_Q5_1, LS_TYPE_Q8_0,
                                     LS_TYPE_F16,  LS_TYPE_BF16, LS_TYPE_F32};
     static const shape shapes[] = {
         {1, 32, true},     {2, 64, true},   {5, 32, true},    {32, 32, true},  {37, 96, true},
@@ -276,7 +293,8 @@ static void test_matmul_vs_ref(void) {
  * bit for bit the one-row call on row i (and on any thread count), so a
  * verification batch reproduces single-token decoding exactly. */
 static void test_multirow_batch_invariance(void) {
-    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q8_0, LS_TYPE_F16, LS_TYPE_BF16, LS_TYPE_F32};
+    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q5_0, LS_TYPE_Q5_1, LS_TYPE_Q8_0,
+                                    LS_TYPE_F16,  LS_TYPE_BF16, LS_TYPE_F32};
     ls_pool *pool = ls_pool_create(3);
     REQUIRE(pool);
     for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
@@ -311,7 +329,8 @@ static void test_multirow_batch_invariance(void) {
  * LS_MATMUL_EXACT outputs must equal them bit for bit; the portable build
  * sums in another order and is held to the usual tolerance. Regenerate:
  * LS_KERNELS_DUMP=dir test_kernels writes dir/<type>_{w,x}.bin, then feed
- * them to ggml_mul_mat (rows 16, cols 96, n 3). */
+ * them to ggml_mul_mat (rows 16, cols 96, n 3): scripts/ggml_exact.c does
+ * that against the ggml that scripts/llamacpp_tools.sh builds. */
 #define EXACT_ROWS 16
 #define EXACT_COLS 96
 #define EXACT_N 3
@@ -353,9 +372,31 @@ static const uint32_t exact_q8_0[EXACT_N * EXACT_ROWS] = {
     0xc039c108, 0x3fe8d5e9, 0xbfbe1cf9, 0x3ed2fc80, 0xbfbcac17, 0x40200df4,
 };
 
+static const uint32_t exact_q5_0[EXACT_N * EXACT_ROWS] = {
+    0xc0da3971, 0x42573e08, 0x41e4327a, 0x41e94f82, 0xbf97617c, 0xc1f544cc,
+    0x41590ece, 0x412a9e03, 0x428e2bbc, 0x40ef5fb0, 0x426bace2, 0xc034da1e,
+    0xc194807e, 0x424ac734, 0xc0834df8, 0x4263c89f, 0xbf04e5fc, 0xbe1f7da1,
+    0xbf5fa930, 0xbe54ea2e, 0x3f4be14d, 0x3edacfe2, 0xbf23b438, 0xbfc52554,
+    0xbfaf4d1a, 0xbeb99655, 0xc027aa86, 0x3f94489d, 0xbfb2664e, 0x4024918e,
+    0xc0108750, 0xbfdc6536, 0xbde64182, 0xbeb02e82, 0xbdb10116, 0xbdcdc97c,
+    0xbdbfba6c, 0x3c8a1d8c, 0xbc3dee80, 0xbec92ac8, 0xbdfe0f2c, 0xbe14ce1e,
+    0xbdf293b4, 0xbe14b685, 0xbe529d00, 0x3f6212c0, 0xbee839ce, 0x3d880496,
+};
+
+static const uint32_t exact_q5_1[EXACT_N * EXACT_ROWS] = {
+    0x3f4dc900, 0x3ff84668, 0xbf2d6050, 0x3fd9dbca, 0xc006a6c0, 0xbe9f1c40,
+    0x404b0dc3, 0xbdbd9280, 0xbfc3be50, 0xbfbbb370, 0xbfb0eb58, 0xc06af4e8,
+    0xbffcfc4c, 0x4107d9d8, 0x3e7a76c0, 0x3f5bf400, 0xbeac4050, 0xc1255379,
+    0xc03b2e39, 0x41487043, 0x4117bbd6, 0xc08ee5fe, 0x3f713ca0, 0x3f06ff90,
+    0xc0a0783a, 0x3e9a9c7e, 0x3f8b2a38, 0x3fd3c840, 0xbf790510, 0xc0528550,
+    0x3ff16938, 0x4065dc62, 0x3dcfacb8, 0x4016c469, 0xbe2495b4, 0xbfb064da,
+    0xc0975278, 0x3f76a212, 0x3f5f1600, 0xc0290312, 0x3fd0babb, 0x3f420d98,
+    0xbe99ad08, 0xbfc23b86, 0xbe4f83c0, 0xc080bfb2, 0x3ff2f2a5, 0x3f2bbf0e,
+};
+
 static int dump_exact_inputs(const char *dir) {
-    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q8_0};
-    for (int i = 0; i < 3; i++) {
+    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q5_0, LS_TYPE_Q5_1, LS_TYPE_Q8_0};
+    for (int i = 0; i < 5; i++) {
         void *w;
         float *x;
         exact_inputs(types[i], &w, &x);
@@ -377,11 +418,11 @@ static int dump_exact_inputs(const char *dir) {
 }
 
 static void test_exact_vs_llamacpp(void) {
-    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q8_0};
-    const uint32_t *want[] = {exact_q4_0, exact_q4_1, exact_q8_0};
+    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q5_0, LS_TYPE_Q5_1, LS_TYPE_Q8_0};
+    const uint32_t *want[] = {exact_q4_0, exact_q4_1, exact_q5_0, exact_q5_1, exact_q8_0};
     ls_pool *pool = ls_pool_create(2);
     REQUIRE(pool);
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 5; i++) {
         const ls_type t = types[i];
         void *wd;
         float *x;
@@ -410,8 +451,8 @@ static void test_exact_vs_llamacpp(void) {
             ls_matmul_ex(NULL, &w, x + k * EXACT_COLS, 1, y1, LS_MATMUL_EXACT);
             CHECK(memcmp(y1, y + k * EXACT_ROWS, sizeof y1) == 0);
         }
-        /* Q4_0 and Q8_0 already sum in llama.cpp's order without the flag */
-        if (t != LS_TYPE_Q4_1) {
+        /* Q4_0, Q5_0 and Q8_0 already sum in llama.cpp's order without the flag */
+        if (t != LS_TYPE_Q4_1 && t != LS_TYPE_Q5_1) {
             float yf[EXACT_N * EXACT_ROWS];
             ls_matmul_multirow(pool, &w, x, EXACT_N, yf);
             CHECK(memcmp(yf, y, sizeof y) == 0);
@@ -487,8 +528,9 @@ static void test_quantize_q8(void) {
 }
 
 static void test_weight_get_row(void) {
-    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q8_0, LS_TYPE_F16, LS_TYPE_BF16, LS_TYPE_F32};
-    for (size_t ti = 0; ti < 6; ti++) {
+    static const ls_type types[] = {LS_TYPE_Q4_0, LS_TYPE_Q4_1, LS_TYPE_Q5_0, LS_TYPE_Q5_1,
+                                    LS_TYPE_Q8_0, LS_TYPE_F16,  LS_TYPE_BF16, LS_TYPE_F32};
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         const ls_type t = types[ti];
         const int64_t rows = 5, cols = 96;
         void *wd = make_weights(t, rows, cols);

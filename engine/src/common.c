@@ -31,7 +31,7 @@ ls_status ls_err_set(ls_err *err, ls_status s, const char *fmt, ...) {
 bool ls_type_is_supported(uint32_t t) {
     switch (t) {
     case LS_TYPE_F32: case LS_TYPE_F16: case LS_TYPE_BF16:
-    case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q8_0:
+    case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q5_0: case LS_TYPE_Q5_1: case LS_TYPE_Q8_0:
         return true;
     }
     return false;
@@ -44,6 +44,8 @@ const char *ls_type_name(ls_type t) {
     case LS_TYPE_BF16: return "BF16";
     case LS_TYPE_Q4_0: return "Q4_0";
     case LS_TYPE_Q4_1: return "Q4_1";
+    case LS_TYPE_Q5_0: return "Q5_0";
+    case LS_TYPE_Q5_1: return "Q5_1";
     case LS_TYPE_Q8_0: return "Q8_0";
     }
     return "?";
@@ -51,7 +53,7 @@ const char *ls_type_name(ls_type t) {
 
 int64_t ls_type_block_elems(ls_type t) {
     switch (t) {
-    case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q8_0: return 32;
+    case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q5_0: case LS_TYPE_Q5_1: case LS_TYPE_Q8_0: return 32;
     default: return 1;
     }
 }
@@ -62,6 +64,8 @@ size_t ls_type_block_bytes(ls_type t) {
     case LS_TYPE_F16: case LS_TYPE_BF16: return 2;
     case LS_TYPE_Q4_0: return 18;
     case LS_TYPE_Q4_1: return 20;
+    case LS_TYPE_Q5_0: return 22;
+    case LS_TYPE_Q5_1: return 24;
     case LS_TYPE_Q8_0: return 34;
     }
     return 0;

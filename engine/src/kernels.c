@@ -24,7 +24,7 @@
 
 #define LS_ALWAYS_INLINE static inline __attribute__((always_inline))
 
-static bool is_quant(ls_type t) { return t == LS_TYPE_Q4_0 || t == LS_TYPE_Q4_1 || t == LS_TYPE_Q8_0; }
+static bool is_quant(ls_type t) { return ls_type_block_elems(t) == LS_K_QK; }
 
 size_t ls_weight_row_bytes(const ls_weight *w) {
     return (size_t)(w->cols / ls_type_block_elems(w->type)) * ls_type_block_bytes(w->type);
@@ -33,8 +33,8 @@ size_t ls_weight_row_bytes(const ls_weight *w) {
 static inline float bf2f(uint16_t h) { return ls_bf16_to_f32(h); }
 
 /* ---- dequantization of rows ----
- * mins == NULL: full values (Q4_1 as fma(q, d, m), as ggml's dequantize);
- * mins != NULL (Q4_1 only): d*q into dst and the block mins into mins[nb]. */
+ * mins == NULL: full values (Q4_1/Q5_1 as fma(q, d, m), as ggml's dequantize);
+ * mins != NULL (Q4_1/Q5_1 only): d*q into dst and the block mins into mins[nb]. */
 LS_ALWAYS_INLINE void dequant_row(ls_type t, const uint8_t *src, int64_t cols, float *dst, float *mins) {
     const int64_t nb = cols / LS_K_QK;
     switch (t) {
@@ -49,6 +49,21 @@ LS_ALWAYS_INLINE void dequant_row(ls_type t, const uint8_t *src, int64_t cols, f
         }
 #endif
         for (; i < cols; i++) dst[i] = bf2f(ls_k_rd16(src + 2 * i));
+        return;
+    }
+    case LS_TYPE_Q5_0:
+    case LS_TYPE_Q5_1: {
+        const size_t bb = ls_type_block_bytes(t);
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *blk = src + (size_t)b * bb;
+            float *o = dst + b * LS_K_QK;
+            const float d = ls_k_h2f(ls_k_rd16(blk));
+            const float m = t == LS_TYPE_Q5_1 ? ls_k_h2f(ls_k_rd16(blk + 2)) : 0.0f;
+            if (mins) mins[b] = m;
+            int q[LS_K_QK];
+            ls_k_block_ints(t, blk, q);
+            for (int j = 0; j < LS_K_QK; j++) o[j] = t == LS_TYPE_Q5_1 ? fmaf((float)q[j], d, mins ? 0.0f : m) : (float)q[j] * d;
+        }
         return;
     }
     case LS_TYPE_Q4_0:
@@ -325,7 +340,7 @@ static void gemm_prep_worker(void *arg, int ith, int nth) {
     float *d = (float *)(void *)(buf + (cols + 63) / 64 * 64);
     float *sq = d + nb;
     for (int64_t i = i0; i < i1; i++) {
-        ls_k_quant_row(j->x + i * cols, cols, q, d, t == LS_TYPE_Q4_1 ? sq : NULL);
+        ls_k_quant_row(j->x + i * cols, cols, q, d, ls_k_has_min(t) ? sq : NULL);
         float *o = j->xa + i * cols;
         for (int64_t b = 0; b < nb; b++) {
             const float db = d[b];
@@ -338,7 +353,7 @@ static void gemm_prep_worker(void *arg, int ith, int nth) {
             }
 #endif
             for (; k < LS_K_QK; k++) o[b * LS_K_QK + k] = (float)q[b * LS_K_QK + k] * db;
-            if (t == LS_TYPE_Q4_1) j->s[i * nb + b] = sq[b];
+            if (ls_k_has_min(t)) j->s[i * nb + b] = sq[b];
         }
     }
 }
@@ -368,7 +383,7 @@ static void gemm_tile_worker(void *arg, int ith, int nth) {
         } else {
             if (!tile) {
                 tile = ls_k_scratch(LS_K_SLOT_TILE, (size_t)(j->tile * cols) * sizeof(float));
-                if (t == LS_TYPE_Q4_1) mins = ls_k_scratch(LS_K_SLOT_AUX, (size_t)(j->tile * nb) * sizeof(float));
+                if (ls_k_has_min(t)) mins = ls_k_scratch(LS_K_SLOT_AUX, (size_t)(j->tile * nb) * sizeof(float));
             }
             if (have != wi)
                 for (int64_t r = 0; r < m; r++)
@@ -380,7 +395,7 @@ static void gemm_tile_worker(void *arg, int ith, int nth) {
         float *C = j->y + i0 * rows + r0;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(i1 - i0), (int)m, (int)cols, 1.0f, A, (int)cols, B,
                     (int)cols, 0.0f, C, (int)rows);
-        if (t == LS_TYPE_Q4_1)
+        if (ls_k_has_min(t))
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(i1 - i0), (int)m, (int)nb, 1.0f, j->s + i0 * nb,
                         (int)nb, mins, (int)nb, 1.0f, C, (int)rows);
     }
@@ -404,7 +419,7 @@ void ls_matmul_sgemm(ls_pool *pool, const ls_weight *w, const float *x, int64_t 
     const int64_t mt_max = (n + 15) / 16; /* at least 16 activation rows a tile */
     j.mtiles = mt < 1 ? 1 : mt > mt_max ? mt_max : mt;
     if (t != LS_TYPE_F32) {
-        const size_t xa = (size_t)(n * cols), s = t == LS_TYPE_Q4_1 ? (size_t)(n * nb) : 0;
+        const size_t xa = (size_t)(n * cols), s = ls_k_has_min(t) ? (size_t)(n * nb) : 0;
         float *buf = ls_k_scratch(LS_K_SLOT_ACT, (xa + s) * sizeof(float));
         j.xa = buf;
         j.s = s ? buf + xa : NULL;

@@ -5,8 +5,8 @@
  *
  * Numerics follow llama.cpp so greedy outputs match it token for token:
  * for quantized weights the activations are quantized per 32-element block
- * (Q8_0-style for Q4_0/Q8_0 weights, Q8_1-style with the fp16 block sum for
- * Q4_1 weights) and dotted in integers; F16/BF16/F32 weights dot in f32.
+ * (Q8_0-style for Q4_0/Q5_0/Q8_0 weights, Q8_1-style with the fp16 block sum for
+ * Q4_1/Q5_1 weights) and dotted in integers; F16/BF16/F32 weights dot in f32.
  * The multi-row path streams each weight row once for all rows of a batch
  * (decode, verification of k+1 drafted positions, and in exact mode every
  * prompt batch: on AVX2 it beats OpenBLAS at every size measured). Without
@@ -46,11 +46,11 @@ void ls_matmul(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, flo
  * same way, dot in double order-independent enough for tests) */
 void ls_matmul_ref(const ls_weight *w, const float *x, int64_t n, float *y);
 /* ls_matmul with options (0 = ls_matmul).
- * LS_MATMUL_EXACT: for Q4_0/Q4_1/Q8_0 weights every output is bit for bit
+ * LS_MATMUL_EXACT: for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 weights every output is bit for bit
  * what llama.cpp's x86 AVX2/VNNI single-row dot (ggml_vec_dot_q4_1_q8_1 etc.)
  * returns, for any n (checked against ggml from llama-cpp-python 0.3.36):
- * always the multi-row path, Q4_1 block mins summed in block order after the
- * rest (Q4_1 ~15-20% slower; Q4_0/Q8_0 run as fast as without the flag,
+ * always the multi-row path, Q4_1/Q5_1 block mins summed in block order after
+ * the rest (Q4_1 ~15-20% slower; Q4_0/Q5_0/Q8_0 run as fast as without the flag,
  * their default order already is llama.cpp's). Float weights keep their own
  * (batch-invariant) order; the portable scalar build sums in a plain order.
  * Without the flag, multi-row outputs are still batch invariant: row i of

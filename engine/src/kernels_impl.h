@@ -60,6 +60,34 @@ static inline uint16_t ls_k_rd16(const void *p) {
     return v;
 }
 
+/* ---- 32-element weight blocks ---- */
+/* types whose blocks carry a min (dequantized x = d*q + m): activations are
+ * then Q8_1-style (with the block sum), as llama.cpp pairs them */
+static inline bool ls_k_has_min(ls_type t) { return t == LS_TYPE_Q4_1 || t == LS_TYPE_Q5_1; }
+static inline bool ls_k_is_q5(ls_type t) { return t == LS_TYPE_Q5_0 || t == LS_TYPE_Q5_1; }
+/* offset of the quants (Q5: of qh, the 32 high bits, then 16 bytes of nibbles) */
+static inline size_t ls_k_qs_off(ls_type t) { return ls_k_has_min(t) ? 4 : 2; }
+/* the 32 integer quants of a Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 block as ggml's
+ * dequantize sees them: Q4_0 nibble-8, Q4_1 nibble, Q5_0 (nibble|bit<<4)-16,
+ * Q5_1 nibble|bit<<4, Q8_0 the int8 */
+static inline void ls_k_block_ints(ls_type t, const uint8_t *blk, int q[32]) {
+    const uint8_t *p = blk + ls_k_qs_off(t);
+    if (t == LS_TYPE_Q8_0) {
+        for (int j = 0; j < 32; j++) q[j] = (int8_t)p[j];
+        return;
+    }
+    uint32_t qh = 0;
+    if (ls_k_is_q5(t)) {
+        memcpy(&qh, p, 4);
+        p += 4;
+    }
+    const int off = t == LS_TYPE_Q4_0 ? 8 : t == LS_TYPE_Q5_0 ? 16 : 0;
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int)((p[j] & 0x0F) | (((qh >> j) & 1u) << 4)) - off;
+        q[j + 16] = (int)((p[j] >> 4) | (((qh >> (j + 16)) & 1u) << 4)) - off;
+    }
+}
+
 /* ---- activation quantization (the integer path's rounding) ----
  * Per block of 32: amax = max|x|, d = amax/127, id = amax ? 127/amax : 0,
  * q = round-half-even(x*id), d stored as fp16: exactly llama.cpp's x86

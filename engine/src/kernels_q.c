@@ -1,6 +1,6 @@
 /* kernels_q.c: activation quantization (Q8_0 / Q8_1, llama.cpp's x86
- * rounding) and the multi-row integer kernels for Q4_0, Q4_1 and Q8_0
- * weights. A tile of R weight rows is streamed once and dotted with C
+ * rounding) and the multi-row integer kernels for Q4_0, Q4_1, Q5_0, Q5_1
+ * and Q8_0 weights. A tile of R weight rows is streamed once and dotted with C
  * activation rows at a time, so a batch of k+1 positions reads each weight
  * once: that is what makes verifying drafted tokens cheap. */
 #include "kernels_impl.h"
@@ -106,14 +106,14 @@ static size_t align64(size_t v) { return (v + 63) / 64 * 64; }
 size_t ls_k_qact_bytes(ls_type wt, int64_t n, int64_t cols) {
     const int64_t nb = cols / LS_K_QK, nbp = (nb + 7) / 8 * 8;
     size_t bytes = align64((size_t)(n * cols));
-    bytes += align64((size_t)(n * nbp) * (wt == LS_TYPE_Q4_1 ? 2 : 1) * sizeof(float));
+    bytes += align64((size_t)(n * nbp) * (ls_k_has_min(wt) ? 2 : 1) * sizeof(float));
     if (wt == LS_TYPE_Q4_0) bytes += align64((size_t)(n * nb) * 8 * sizeof(int32_t));
     return bytes;
 }
 
 void ls_k_qact_init(ls_type wt, const float *x, int64_t n, int64_t cols, void *buf, ls_k_qact *a) {
     const int64_t nb = cols / LS_K_QK, nbp = (nb + 7) / 8 * 8;
-    const bool q41 = wt == LS_TYPE_Q4_1;
+    const bool q41 = ls_k_has_min(wt); /* Q8_1-style activations */
     const int64_t sl = q41 ? 2 * nbp : nbp;
     uint8_t *p = buf;
     int8_t *q = (int8_t *)p;
@@ -181,6 +181,16 @@ LS_ALWAYS_INLINE __m256i nibbles(const uint8_t *p) {
     return _mm256_and_si256(_mm256_srlv_epi32(t, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)), _mm256_set1_epi8(0x0F));
 }
 
+/* 32 bits to 32 bytes: byte j = 0xFF where bit j is set, else 0 */
+LS_ALWAYS_INLINE __m256i bits32(const uint8_t *p) {
+    uint32_t x;
+    memcpy(&x, p, 4);
+    const __m256i shuf = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    const __m256i bytes = _mm256_shuffle_epi8(_mm256_set1_epi32((int)x), shuf);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(bytes, bit), bit);
+}
+
 /* y[(c0+c)*ys + r] for r < R, c < C: weight rows w + r*rb against
  * activation rows c0+c. A pre-pass turns the rows' fp16 scales into
  * d_w*d_x products (and Q4_1's m_w*s_x) so that the block loop is unpack,
@@ -189,8 +199,10 @@ LS_ALWAYS_INLINE __m256i nibbles(const uint8_t *p) {
 LS_ALWAYS_INLINE void q_tile(const ls_type type, const bool exact, const int R, const int C, const uint8_t *w,
                              size_t rb, const ls_k_qact *a, int64_t c0, float *y, int64_t ys, uint8_t *aux) {
     const int64_t nb = a->nb, nbp = a->nbp, cols = a->cols;
-    const bool q41 = type == LS_TYPE_Q4_1;
-    const size_t bb = type == LS_TYPE_Q4_0 ? 18 : q41 ? 20 : 34;
+    const bool q41 = ls_k_has_min(type); /* Q4_1, Q5_1: a block min, Q8_1-style activations */
+    const bool sgn = type == LS_TYPE_Q8_0 || type == LS_TYPE_Q5_0; /* signed quants: the sign trick */
+    const size_t bb = type == LS_TYPE_Q4_0 ? 18 : type == LS_TYPE_Q4_1 ? 20 : type == LS_TYPE_Q5_0 ? 22
+                    : type == LS_TYPE_Q5_1 ? 24 : 34;
     const int64_t sl = q41 ? 2 * nbp : nbp; /* floats per scale row */
     float *restrict sc = (float *)(void *)aux;
     __m256 acc[4][4];
@@ -255,6 +267,12 @@ LS_ALWAYS_INLINE void q_tile(const ls_type type, const bool exact, const int R, 
             if (type == LS_TYPE_Q8_0) {
                 sw[r] = _mm256_loadu_si256((const __m256i *)(blk + 2));
                 aw[r] = _mm256_sign_epi8(sw[r], sw[r]);
+            } else if (type == LS_TYPE_Q5_0) { /* (nibble | bit << 4) - 16 as int8, as ggml's AVX2 dot */
+                sw[r] = _mm256_or_si256(nibbles(blk + 6), _mm256_andnot_si256(bits32(blk + 2), _mm256_set1_epi8((char)0xF0)));
+                aw[r] = _mm256_sign_epi8(sw[r], sw[r]);
+            } else if (type == LS_TYPE_Q5_1) {
+                aw[r] = _mm256_or_si256(nibbles(blk + 8), _mm256_and_si256(bits32(blk + 4), _mm256_set1_epi8(0x10)));
+                sw[r] = aw[r];
             } else {
                 aw[r] = nibbles(blk + (q41 ? 4 : 2));
                 sw[r] = aw[r];
@@ -265,7 +283,7 @@ LS_ALWAYS_INLINE void q_tile(const ls_type type, const bool exact, const int R, 
             const __m256i qy = _mm256_loadu_si256((const __m256i *)(qy0 + c * cols + b * LS_K_QK));
 #pragma GCC unroll 4
             for (int r = 0; r < R; r++) {
-                const __m256i by = type == LS_TYPE_Q8_0 ? _mm256_sign_epi8(qy, sw[r]) : qy;
+                const __m256i by = sgn ? _mm256_sign_epi8(qy, sw[r]) : qy;
                 __m256i p = dot_u8s8(aw[r], by);
                 if (type == LS_TYPE_Q4_0)
                     p = _mm256_sub_epi32(p, _mm256_loadu_si256((const __m256i *)(a->corr + ((c0 + c) * nb + b) * 8)));
@@ -326,9 +344,9 @@ LS_ALWAYS_INLINE void q_rows(const ls_type type, const bool exact, const uint8_t
     (void)aux;
     (void)exact;
     const int64_t nb = a->nb, cols = a->cols;
-    const bool q41 = type == LS_TYPE_Q4_1;
+    const bool q41 = ls_k_has_min(type);
     const int64_t sl = q41 ? 2 * a->nbp : a->nbp;
-    const size_t bb = type == LS_TYPE_Q4_0 ? 18 : q41 ? 20 : 34;
+    const size_t bb = ls_type_block_bytes(type);
     for (int64_t r = r0; r < r1; r++) {
         const uint8_t *wr = w + (size_t)r * rb;
         for (int64_t i = 0; i < a->n; i++) {
@@ -339,18 +357,9 @@ LS_ALWAYS_INLINE void q_rows(const ls_type type, const bool exact, const uint8_t
                 const uint8_t *blk = wr + (size_t)b * bb;
                 const int8_t *yb = qy + b * LS_K_QK;
                 const float dw = ls_k_h2f(ls_k_rd16(blk));
-                int isum = 0;
-                if (type == LS_TYPE_Q8_0) {
-                    const int8_t *qw = (const int8_t *)(blk + 2);
-                    for (int j = 0; j < LS_K_QK; j++) isum += qw[j] * yb[j];
-                } else {
-                    const uint8_t *qs = blk + (q41 ? 4 : 2);
-                    const int off = q41 ? 0 : 8;
-                    for (int j = 0; j < LS_K_QK / 2; j++) {
-                        isum += ((qs[j] & 0x0F) - off) * yb[j];
-                        isum += ((qs[j] >> 4) - off) * yb[j + LS_K_QK / 2];
-                    }
-                }
+                int isum = 0, qw[LS_K_QK];
+                ls_k_block_ints(type, blk, qw);
+                for (int j = 0; j < LS_K_QK; j++) isum += qw[j] * yb[j];
                 sum += (dw * di[q41 ? 2 * b : b]) * (float)isum;
                 if (q41) summ += ls_k_h2f(ls_k_rd16(blk + 2)) * di[2 * b + 1];
             }
@@ -371,6 +380,11 @@ void ls_k_q_rows(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1,
         else q_rows(LS_TYPE_Q4_1, false, wd, rb, a, r0, r1, y, w->rows, aux);
         break;
     case LS_TYPE_Q8_0: q_rows(LS_TYPE_Q8_0, false, wd, rb, a, r0, r1, y, w->rows, aux); break;
+    case LS_TYPE_Q5_0: q_rows(LS_TYPE_Q5_0, false, wd, rb, a, r0, r1, y, w->rows, aux); break;
+    case LS_TYPE_Q5_1:
+        if (exact) q_rows(LS_TYPE_Q5_1, true, wd, rb, a, r0, r1, y, w->rows, aux);
+        else q_rows(LS_TYPE_Q5_1, false, wd, rb, a, r0, r1, y, w->rows, aux);
+        break;
     default: abort();
     }
 }

@@ -46,8 +46,11 @@ void ls_matmul_ref(const ls_weight *w, const float *x, int64_t n, float *y) {
     switch (w->type) {
     case LS_TYPE_Q4_0:
     case LS_TYPE_Q4_1:
+    case LS_TYPE_Q5_0:
+    case LS_TYPE_Q5_1:
     case LS_TYPE_Q8_0: {
         const int64_t nb = cols / 32;
+        const bool has_m = w->type == LS_TYPE_Q4_1 || w->type == LS_TYPE_Q5_1;
         const size_t bb = ls_type_block_bytes(w->type);
         ref_qblock *xq = malloc(sizeof(ref_qblock) * (size_t)(nb * n > 0 ? nb * n : 1));
         if (!xq) abort();
@@ -62,14 +65,26 @@ void ls_matmul_ref(const ls_weight *w, const float *x, int64_t n, float *y) {
                     double m = 0.0;
                     if (w->type == LS_TYPE_Q8_0) {
                         for (int j = 0; j < 32; j++) qw[j] = (int8_t)blk[2 + j];
+                    } else if (w->type == LS_TYPE_Q5_0 || w->type == LS_TYPE_Q5_1) {
+                        /* ggml's block_q5_*: fp16 d [, fp16 m], u32 qh (bit j: the 5th bit of
+                         * element j), 16 bytes of nibbles (elements j and j + 16) */
+                        const uint8_t *qh = blk + (has_m ? 4 : 2), *qs = qh + 4;
+                        const uint32_t hb = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 |
+                                            (uint32_t)qh[3] << 24;
+                        const int off = has_m ? 0 : 16;
+                        for (int j = 0; j < 16; j++) {
+                            qw[j] = (int)((qs[j] & 0x0F) + 16 * ((hb >> j) & 1)) - off;
+                            qw[j + 16] = (int)((qs[j] >> 4) + 16 * ((hb >> (j + 16)) & 1)) - off;
+                        }
+                        if (has_m) m = ls_f16_to_f32(rd16(blk + 2));
                     } else {
-                        const uint8_t *qs = blk + (w->type == LS_TYPE_Q4_1 ? 4 : 2);
-                        const int off = w->type == LS_TYPE_Q4_1 ? 0 : 8;
+                        const uint8_t *qs = blk + (has_m ? 4 : 2);
+                        const int off = has_m ? 0 : 8;
                         for (int j = 0; j < 16; j++) {
                             qw[j] = (qs[j] & 0x0F) - off;
                             qw[j + 16] = (qs[j] >> 4) - off;
                         }
-                        if (w->type == LS_TYPE_Q4_1) m = ls_f16_to_f32(rd16(blk + 2));
+                        if (has_m) m = ls_f16_to_f32(rd16(blk + 2));
                     }
                     long isum = 0;
                     for (int j = 0; j < 32; j++) isum += (long)qw[j] * xb->q[j];

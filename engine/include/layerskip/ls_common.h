@@ -38,6 +38,8 @@ typedef enum ls_type {
     LS_TYPE_F16 = 1,
     LS_TYPE_Q4_0 = 2,
     LS_TYPE_Q4_1 = 3,
+    LS_TYPE_Q5_0 = 6,
+    LS_TYPE_Q5_1 = 7,
     LS_TYPE_Q8_0 = 8,
     LS_TYPE_BF16 = 30,
 } ls_type;
@@ -45,9 +47,9 @@ typedef enum ls_type {
 /* true for the types above; anything else from a file is LS_ERR_UNSUPPORTED */
 bool ls_type_is_supported(uint32_t t);
 const char *ls_type_name(ls_type t);
-/* elements per block (1 for float types, 32 for Q4_0/Q4_1/Q8_0) */
+/* elements per block (1 for float types, 32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0) */
 int64_t ls_type_block_elems(ls_type t);
-/* bytes per block (4/2/2 for F32/F16/BF16; 18 Q4_0, 20 Q4_1, 34 Q8_0) */
+/* bytes per block (4/2/2 for F32/F16/BF16; 18 Q4_0, 20 Q4_1, 22 Q5_0, 24 Q5_1, 34 Q8_0) */
 size_t ls_type_block_bytes(ls_type t);
 /* bytes of n elements; false if n is not a whole number of blocks or the
  * byte count overflows */

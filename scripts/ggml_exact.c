@@ -1,0 +1,38 @@
+/* ggml_exact.c: the expected outputs of tests/test_kernels.c's exact test
+ * (test_exact_vs_llamacpp), from ggml itself. Golden-data tool, not part of
+ * the product or of CI.
+ *
+ * y = ggml_mul_mat(W, X) on ggml's CPU backend, one thread, for W (rows x
+ * cols, ggml type number T, raw bytes) and X (n x cols f32): prints the
+ * outputs as float bit patterns, n-major (y[i*rows + r]).
+ *
+ *   bash scripts/llamacpp_tools.sh          # builds ggml into .cache-llamacpp/build
+ *   V=.cache-llamacpp/llama_cpp_python-0.3.36/vendor/llama.cpp B=.cache-llamacpp/build/ggml/src
+ *   gcc -O2 -I$V/ggml/include scripts/ggml_exact.c $B/libggml.a $B/libggml-cpu.a $B/libggml-base.a \
+ *       -lstdc++ -lgomp -lm -lpthread -o /tmp/ggml_exact
+ *   LS_KERNELS_DUMP=/tmp/d build/tests/test_kernels    # writes /tmp/d/<TYPE>_{w,x}.bin
+ *   /tmp/ggml_exact 6 /tmp/d/Q5_0_w.bin /tmp/d/Q5_0_x.bin 16 96 3 */
+#include "ggml.h"
+#include "ggml-cpu.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+int main(int argc, char **argv) {
+    if (argc != 7) { fprintf(stderr, "usage: ggml_exact TYPE W.bin X.bin ROWS COLS N\n"); return 2; }
+    int type = atoi(argv[1]); int rows = atoi(argv[4]), cols = atoi(argv[5]), n = atoi(argv[6]);
+    struct ggml_init_params ip = {.mem_size = 64u << 20, .mem_buffer = NULL, .no_alloc = false};
+    struct ggml_context *ctx = ggml_init(ip);
+    struct ggml_tensor *w = ggml_new_tensor_2d(ctx, (enum ggml_type)type, cols, rows);
+    struct ggml_tensor *x = ggml_new_tensor_2d(ctx, GGML_TYPE_F32, cols, n);
+    FILE *f = fopen(argv[2], "rb"); size_t nw = fread(w->data, 1, ggml_nbytes(w), f); fclose(f);
+    f = fopen(argv[3], "rb"); size_t nx = fread(x->data, 1, ggml_nbytes(x), f); fclose(f);
+    if (nw != ggml_nbytes(w) || nx != ggml_nbytes(x)) { fprintf(stderr, "short read\n"); return 1; }
+    struct ggml_tensor *y = ggml_mul_mat(ctx, w, x);
+    struct ggml_cgraph *gf = ggml_new_graph(ctx);
+    ggml_build_forward_expand(gf, y);
+    ggml_graph_compute_with_ctx(ctx, gf, 1);
+    const float *yd = y->data;
+    for (int i = 0; i < n * rows; i++) { unsigned u; memcpy(&u, &yd[i], 4); printf("0x%08x,%s", u, i % 6 == 5 ? "\n" : " "); }
+    printf("\n");
+    return 0;
+}
