@@ -6,7 +6,7 @@
 # lookup decoding, the anchor for our lookup drafts).
 #
 #   scripts/llamacpp_tools.sh            build (once) and print the bin dir
-#   scripts/llamacpp_tools.sh --models   also make models/bench/*.gguf (F16, Q8_0)
+#   scripts/llamacpp_tools.sh --models   also make models/bench/*.gguf (F16, Q8_0, Q5_0, Q5_1)
 #
 # Everything lands in .cache-llamacpp/ (gitignored). Not part of the product
 # or of CI: benchmarks only.
@@ -28,7 +28,7 @@ if [ ! -x "$BIN/llama-bench" ] || [ ! -x "$BIN/llama-quantize" ] || [ ! -x "$BIN
 fi
 if [ "${1:-}" = "--models" ]; then
     mkdir -p "$ROOT/models/bench"
-    for t in F16 Q8_0; do
+    for t in F16 Q8_0 Q5_0 Q5_1; do
         out="$ROOT/models/bench/SmolLM2-135M-Instruct.$t.gguf"
         [ -f "$out" ] || "$BIN/llama-quantize" --allow-requantize "$ROOT/models/SmolLM2-135M-Instruct.Q4_1.gguf" "$out" "$t" >&2
     done
