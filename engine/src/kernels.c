@@ -51,64 +51,45 @@ LS_ALWAYS_INLINE void dequant_row(ls_type t, const uint8_t *src, int64_t cols, f
         for (; i < cols; i++) dst[i] = bf2f(ls_k_rd16(src + 2 * i));
         return;
     }
-    case LS_TYPE_Q5_0:
-    case LS_TYPE_Q5_1: {
-        const size_t bb = ls_type_block_bytes(t);
-        for (int64_t b = 0; b < nb; b++) {
-            const uint8_t *blk = src + (size_t)b * bb;
-            float *o = dst + b * LS_K_QK;
-            const float d = ls_k_h2f(ls_k_rd16(blk));
-            const float m = t == LS_TYPE_Q5_1 ? ls_k_h2f(ls_k_rd16(blk + 2)) : 0.0f;
-            if (mins) mins[b] = m;
-            int q[LS_K_QK];
-            ls_k_block_ints(t, blk, q);
-            for (int j = 0; j < LS_K_QK; j++) o[j] = t == LS_TYPE_Q5_1 ? fmaf((float)q[j], d, mins ? 0.0f : m) : (float)q[j] * d;
-        }
-        return;
-    }
     case LS_TYPE_Q4_0:
     case LS_TYPE_Q4_1:
+    case LS_TYPE_Q5_0:
+    case LS_TYPE_Q5_1:
     case LS_TYPE_Q8_0: {
         const size_t bb = ls_type_block_bytes(t);
+        const bool has_m = ls_k_has_min(t);
         for (int64_t b = 0; b < nb; b++) {
             const uint8_t *blk = src + (size_t)b * bb;
             float *o = dst + b * LS_K_QK;
             const float d = ls_k_h2f(ls_k_rd16(blk));
-            const float m = t == LS_TYPE_Q4_1 ? ls_k_h2f(ls_k_rd16(blk + 2)) : 0.0f;
+            const float m = has_m ? ls_k_h2f(ls_k_rd16(blk + 2)) : 0.0f;
+            const float mm = mins ? 0.0f : m;
             if (mins) mins[b] = m;
 #if LS_K_AVX2
-            __m256i q8;
-            if (t == LS_TYPE_Q8_0) {
-                q8 = _mm256_loadu_si256((const __m256i *)(blk + 2));
-            } else {
-                const __m128i x = _mm_loadu_si128((const __m128i *)(blk + (t == LS_TYPE_Q4_1 ? 4 : 2)));
-                q8 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
-                if (t == LS_TYPE_Q4_0) q8 = _mm256_sub_epi8(q8, _mm256_set1_epi8(8));
-            }
-            const __m256 dv = _mm256_set1_ps(d);
-            const __m256 mv = _mm256_set1_ps(mins ? 0.0f : m);
-            const __m128i lo = _mm256_castsi256_si128(q8), hi = _mm256_extracti128_si256(q8, 1);
-            const __m256i q[4] = {_mm256_cvtepi8_epi32(lo), _mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)),
-                                  _mm256_cvtepi8_epi32(hi), _mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))};
-            for (int k = 0; k < 4; k++) {
-                const __m256 f = _mm256_cvtepi32_ps(q[k]);
-                _mm256_storeu_ps(o + 8 * k, t == LS_TYPE_Q4_1 ? _mm256_fmadd_ps(f, dv, mv) : _mm256_mul_ps(f, dv));
-            }
-#else
-            if (t == LS_TYPE_Q8_0) {
-                const int8_t *q = (const int8_t *)(blk + 2);
-                for (int j = 0; j < LS_K_QK; j++) o[j] = (float)q[j] * d;
-            } else {
-                const uint8_t *qs = blk + (t == LS_TYPE_Q4_1 ? 4 : 2);
-                const int off = t == LS_TYPE_Q4_1 ? 0 : 8;
-                const float mm = mins ? 0.0f : m;
-                for (int j = 0; j < LS_K_QK / 2; j++) {
-                    const float lo = (float)((qs[j] & 0x0F) - off), hi = (float)((qs[j] >> 4) - off);
-                    o[j] = t == LS_TYPE_Q4_1 ? fmaf(lo, d, mm) : lo * d;
-                    o[j + LS_K_QK / 2] = t == LS_TYPE_Q4_1 ? fmaf(hi, d, mm) : hi * d;
+            if (!ls_k_is_q5(t)) { /* Q5 takes the scalar unpack below (embeddings and sgemm tiles only) */
+                __m256i q8;
+                if (t == LS_TYPE_Q8_0) {
+                    q8 = _mm256_loadu_si256((const __m256i *)(blk + 2));
+                } else {
+                    const __m128i x = _mm_loadu_si128((const __m128i *)(blk + ls_k_qs_off(t)));
+                    q8 = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(x, 4), x), _mm256_set1_epi8(0x0F));
+                    if (t == LS_TYPE_Q4_0) q8 = _mm256_sub_epi8(q8, _mm256_set1_epi8(8));
                 }
+                const __m256 dv = _mm256_set1_ps(d);
+                const __m256 mv = _mm256_set1_ps(mm);
+                const __m128i lo = _mm256_castsi256_si128(q8), hi = _mm256_extracti128_si256(q8, 1);
+                const __m256i q[4] = {_mm256_cvtepi8_epi32(lo), _mm256_cvtepi8_epi32(_mm_srli_si128(lo, 8)),
+                                      _mm256_cvtepi8_epi32(hi), _mm256_cvtepi8_epi32(_mm_srli_si128(hi, 8))};
+                for (int k = 0; k < 4; k++) {
+                    const __m256 f = _mm256_cvtepi32_ps(q[k]);
+                    _mm256_storeu_ps(o + 8 * k, has_m ? _mm256_fmadd_ps(f, dv, mv) : _mm256_mul_ps(f, dv));
+                }
+                continue;
             }
 #endif
+            int q[LS_K_QK];
+            ls_k_block_ints(t, blk, q);
+            for (int j = 0; j < LS_K_QK; j++) o[j] = has_m ? fmaf((float)q[j], d, mm) : (float)q[j] * d;
         }
         return;
     }
