@@ -608,8 +608,15 @@ static void test_bad_tensors(void) {
     gguf_writer_add_tensor_raw(w, "t.type99", 1, ne1, 99, NULL, 16);
     expect_fail_mem(w, "type99.gguf", LS_ERR_UNSUPPORTED, "'t.type99': tensor type 99");
     w = small_model();
-    gguf_writer_add_tensor_raw(w, "t.q6k", 1, (const uint64_t[]){256}, 14, NULL, 210);
-    expect_fail_mem(w, "q6k.gguf", LS_ERR_UNSUPPORTED, "Q6_K");
+    gguf_writer_add_tensor_raw(w, "t.iq2", 1, (const uint64_t[]){256}, 16, NULL, 66);
+    expect_fail_mem(w, "iq2xxs.gguf", LS_ERR_UNSUPPORTED, "'t.iq2': tensor type 16 (IQ2_XXS) is not supported");
+    w = small_model();
+    gguf_writer_add_tensor_raw(w, "t.q8k", 1, (const uint64_t[]){256}, 15, NULL, 292);
+    expect_fail_mem(w, "q8k.gguf", LS_ERR_UNSUPPORTED, "(Q8_K) is not supported");
+    /* K-quant rows are whole 256-element super-blocks */
+    w = small_model();
+    gguf_writer_add_tensor_raw(w, "t.q6k", 2, (const uint64_t[]){576, 2}, LS_TYPE_Q6_K, NULL, 210);
+    expect_fail_mem(w, "q6k576.gguf", LS_ERR_FORMAT, "ne[0] = 576 is not a multiple of the Q6_K block size 256");
 
     w = small_model();
     gguf_writer_add_tensor_raw(w, "t.q8", 2, (const uint64_t[]){33, 32}, LS_TYPE_Q8_0, NULL, 34 * 33);

@@ -32,6 +32,8 @@ bool ls_type_is_supported(uint32_t t) {
     switch (t) {
     case LS_TYPE_F32: case LS_TYPE_F16: case LS_TYPE_BF16:
     case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q5_0: case LS_TYPE_Q5_1: case LS_TYPE_Q8_0:
+    case LS_TYPE_Q2_K: case LS_TYPE_Q3_K: case LS_TYPE_Q4_K: case LS_TYPE_Q5_K: case LS_TYPE_Q6_K:
+    case LS_TYPE_IQ4_NL: case LS_TYPE_IQ4_XS:
         return true;
     }
     return false;
@@ -47,13 +49,25 @@ const char *ls_type_name(ls_type t) {
     case LS_TYPE_Q5_0: return "Q5_0";
     case LS_TYPE_Q5_1: return "Q5_1";
     case LS_TYPE_Q8_0: return "Q8_0";
+    case LS_TYPE_Q2_K: return "Q2_K";
+    case LS_TYPE_Q3_K: return "Q3_K";
+    case LS_TYPE_Q4_K: return "Q4_K";
+    case LS_TYPE_Q5_K: return "Q5_K";
+    case LS_TYPE_Q6_K: return "Q6_K";
+    case LS_TYPE_IQ4_NL: return "IQ4_NL";
+    case LS_TYPE_IQ4_XS: return "IQ4_XS";
     }
     return "?";
 }
 
 int64_t ls_type_block_elems(ls_type t) {
     switch (t) {
-    case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q5_0: case LS_TYPE_Q5_1: case LS_TYPE_Q8_0: return 32;
+    case LS_TYPE_Q4_0: case LS_TYPE_Q4_1: case LS_TYPE_Q5_0: case LS_TYPE_Q5_1: case LS_TYPE_Q8_0:
+    case LS_TYPE_IQ4_NL:
+        return 32;
+    case LS_TYPE_Q2_K: case LS_TYPE_Q3_K: case LS_TYPE_Q4_K: case LS_TYPE_Q5_K: case LS_TYPE_Q6_K:
+    case LS_TYPE_IQ4_XS:
+        return 256;
     default: return 1;
     }
 }
@@ -67,6 +81,13 @@ size_t ls_type_block_bytes(ls_type t) {
     case LS_TYPE_Q5_0: return 22;
     case LS_TYPE_Q5_1: return 24;
     case LS_TYPE_Q8_0: return 34;
+    case LS_TYPE_IQ4_NL: return 18;
+    case LS_TYPE_Q2_K: return 84;
+    case LS_TYPE_Q3_K: return 110;
+    case LS_TYPE_Q4_K: return 144;
+    case LS_TYPE_Q5_K: return 176;
+    case LS_TYPE_Q6_K: return 210;
+    case LS_TYPE_IQ4_XS: return 136;
     }
     return 0;
 }

@@ -274,7 +274,8 @@ static ls_status gguf_parse_tensor_info(gguf_parser *ps, gguf_tensor_info *ti, u
     if ((s = gguf_rd_u32(ps, "tensor type", &type)) != LS_OK) return s;
     if (!ls_type_is_supported(type))
         return ls_err_set(ps->err, LS_ERR_UNSUPPORTED,
-                          "%s: %s: tensor type %u (%s) is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q8_0)",
+                          "%s: %s: tensor type %u (%s) is not supported (supported: F32, F16, BF16, Q4_0, Q4_1, Q5_0, "
+                          "Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS)",
                           ps->path, ps->where, type, ggml_type_label(type));
     ti->type = (ls_type)type;
     int64_t blk = ls_type_block_elems(ti->type);

@@ -24,7 +24,6 @@
 
 #define LS_ALWAYS_INLINE static inline __attribute__((always_inline))
 
-static bool is_quant(ls_type t) { return ls_type_block_elems(t) == LS_K_QK; }
 
 size_t ls_weight_row_bytes(const ls_weight *w) {
     return (size_t)(w->cols / ls_type_block_elems(w->type)) * ls_type_block_bytes(w->type);
@@ -51,6 +50,13 @@ LS_ALWAYS_INLINE void dequant_row(ls_type t, const uint8_t *src, int64_t cols, f
         for (; i < cols; i++) dst[i] = bf2f(ls_k_rd16(src + 2 * i));
         return;
     }
+    case LS_TYPE_Q2_K:
+    case LS_TYPE_Q3_K:
+    case LS_TYPE_Q4_K:
+    case LS_TYPE_Q5_K:
+    case LS_TYPE_Q6_K:
+    case LS_TYPE_IQ4_NL:
+    case LS_TYPE_IQ4_XS: ls_k_dequant_row(t, src, cols, dst); return;
     case LS_TYPE_Q4_0:
     case LS_TYPE_Q4_1:
     case LS_TYPE_Q5_0:
@@ -251,7 +257,7 @@ static void mr_worker(void *arg, int ith, int nth) {
     if (r0 >= r1) return;
     const size_t rb = ls_weight_row_bytes(w);
     const ls_type t = w->type;
-    if (is_quant(t)) {
+    if (ls_k_is_quant(t)) {
         ls_k_qact a;
         ls_k_qact_init(t, j->x, n, cols, ls_k_scratch(LS_K_SLOT_ACT, ls_k_qact_bytes(t, n, cols)), &a);
         ls_k_q_rows(w, &a, r0, r1, j->y, ls_k_scratch(LS_K_SLOT_AUX, ls_k_q_aux_bytes(cols)), j->exact);
@@ -274,7 +280,7 @@ static void mr_worker(void *arg, int ith, int nth) {
 
 static void check_shape(const ls_weight *w, int64_t n) {
     if (!ls_type_is_supported((uint32_t)w->type) || w->rows < 0 || w->cols <= 0 || n < 0 ||
-        (is_quant(w->type) && w->cols % LS_K_QK != 0)) {
+        w->cols % ls_type_block_elems(w->type) != 0) {
         fprintf(stderr, "ls_matmul: bad weight (type %d, %lld x %lld) or n %lld\n", (int)w->type,
                 (long long)w->rows, (long long)w->cols, (long long)n);
         abort();
@@ -312,7 +318,7 @@ static void gemm_prep_worker(void *arg, int ith, int nth) {
     const int64_t cols = j->w->cols, nb = cols / LS_K_QK;
     const int64_t i0 = j->n * ith / nth, i1 = j->n * (ith + 1) / nth;
     if (i0 >= i1) return;
-    if (!is_quant(t)) {
+    if (!ls_k_is_quant(t)) {
         round_act(t, j->x + i0 * cols, (i1 - i0) * cols, j->xa + i0 * cols);
         return;
     }
@@ -385,6 +391,10 @@ static void gemm_tile_worker(void *arg, int ith, int nth) {
 void ls_matmul_sgemm(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y) {
     check_shape(w, n);
     if (n == 0 || w->rows == 0) return;
+    if (ls_k_is_quant(w->type) && !ls_k_is_q32(w->type)) { /* K-quants, IQ4: no sgemm path (yet) */
+        multirow(pool, w, x, n, y, true);
+        return;
+    }
     const ls_type t = w->type;
     const int64_t cols = w->cols, nb = cols / LS_K_QK;
     const int nth = ls_pool_size(pool);
@@ -456,7 +466,8 @@ static void limits_init(void) {
 
 int64_t ls_matmul_sgemm_min_n(ls_type t) {
     pthread_once(&limits_once, limits_init);
-    return is_quant(t) ? limits.quant : t == LS_TYPE_F32 ? limits.f32 : limits.half;
+    if (ls_k_is_quant(t) && !ls_k_is_q32(t)) return INT64_MAX; /* K-quants, IQ4: multi-row only */
+    return ls_k_is_quant(t) ? limits.quant : t == LS_TYPE_F32 ? limits.f32 : limits.half;
 }
 
 void ls_matmul_ex(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y, unsigned flags) {

@@ -60,6 +60,16 @@ static inline uint16_t ls_k_rd16(const void *p) {
     return v;
 }
 
+/* ---- weight type families ----
+ * the 32-element blocks with Q8_0/Q8_1 activations (kernels_q.c);
+ * K-quants and IQ4_XS (256-element super-blocks, Q8_K activations) and
+ * IQ4_NL (32-element blocks, Q8_0 activations), both in kernels_k.c */
+static inline bool ls_k_is_q32(ls_type t) {
+    return t == LS_TYPE_Q4_0 || t == LS_TYPE_Q4_1 || t == LS_TYPE_Q5_0 || t == LS_TYPE_Q5_1 || t == LS_TYPE_Q8_0;
+}
+static inline bool ls_k_is_super(ls_type t) { return ls_type_block_elems(t) == 256; }
+static inline bool ls_k_is_quant(ls_type t) { return ls_type_block_elems(t) > 1; }
+
 /* ---- 32-element weight blocks ---- */
 /* types whose blocks carry a min (dequantized x = d*q + m): activations are
  * then Q8_1-style (with the block sum), as llama.cpp pairs them */
@@ -110,6 +120,8 @@ typedef struct ls_k_qact {
     const int8_t *q;
     const float *d;
     const int32_t *corr;
+    const int16_t *bsums; /* Q8_K (super-block types): n x nb x 16 sums of 16 quants;
+                           * d is then n x nb float scales (nbp = nb) */
 } ls_k_qact;
 size_t ls_k_qact_bytes(ls_type wt, int64_t n, int64_t cols);
 void ls_k_qact_init(ls_type wt, const float *x, int64_t n, int64_t cols, void *buf, ls_k_qact *a);
@@ -118,5 +130,15 @@ void ls_k_qact_init(ls_type wt, const float *x, int64_t n, int64_t cols, void *b
  * LS_MATMUL_EXACT) */
 size_t ls_k_q_aux_bytes(int64_t cols);
 void ls_k_q_rows(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1, float *y, void *aux, bool exact);
+
+/* ---- kernels_k.c: K-quants, IQ4_NL, IQ4_XS ---- */
+/* ggml's quantize_row_q8_K_ref: per 256 values int8 q, float d, int16 sums of 16 */
+void ls_k_quant_row_q8k(const float *x, int64_t cols, int8_t *q, float *d, int16_t *bsums);
+/* ggml's dequantize_row_* for these types, bit for bit */
+void ls_k_dequant_row(ls_type t, const uint8_t *src, int64_t cols, float *dst);
+/* y rows [r0, r1), always llama.cpp's arithmetic (exact or not); the
+ * _model variant is the portable scalar lane model, bit-identical */
+void ls_k_kq_rows(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1, float *y);
+void ls_k_kq_rows_model(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1, float *y);
 
 #endif

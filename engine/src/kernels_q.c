@@ -104,6 +104,11 @@ void ls_quantize_row_q8_1(const float *x, int64_t n, void *dst) {
 static size_t align64(size_t v) { return (v + 63) / 64 * 64; }
 
 size_t ls_k_qact_bytes(ls_type wt, int64_t n, int64_t cols) {
+    if (ls_k_is_super(wt)) {
+        const int64_t nsb = cols / 256;
+        return align64((size_t)(n * cols)) + align64((size_t)(n * nsb) * sizeof(float)) +
+               align64((size_t)(n * nsb) * 16 * sizeof(int16_t));
+    }
     const int64_t nb = cols / LS_K_QK, nbp = (nb + 7) / 8 * 8;
     size_t bytes = align64((size_t)(n * cols));
     bytes += align64((size_t)(n * nbp) * (ls_k_has_min(wt) ? 2 : 1) * sizeof(float));
@@ -112,6 +117,18 @@ size_t ls_k_qact_bytes(ls_type wt, int64_t n, int64_t cols) {
 }
 
 void ls_k_qact_init(ls_type wt, const float *x, int64_t n, int64_t cols, void *buf, ls_k_qact *a) {
+    if (ls_k_is_super(wt)) { /* Q8_K */
+        const int64_t nsb = cols / 256;
+        uint8_t *p = buf;
+        int8_t *q = (int8_t *)p;
+        p += align64((size_t)(n * cols));
+        float *d = (float *)(void *)p;
+        p += align64((size_t)(n * nsb) * sizeof(float));
+        int16_t *bs = (int16_t *)(void *)p;
+        for (int64_t i = 0; i < n; i++) ls_k_quant_row_q8k(x + i * cols, cols, q + i * cols, d + i * nsb, bs + i * nsb * 16);
+        *a = (ls_k_qact){.n = n, .cols = cols, .nb = nsb, .nbp = nsb, .q = q, .d = d, .bsums = bs};
+        return;
+    }
     const int64_t nb = cols / LS_K_QK, nbp = (nb + 7) / 8 * 8;
     const bool q41 = ls_k_has_min(wt); /* Q8_1-style activations */
     const int64_t sl = q41 ? 2 * nbp : nbp;
@@ -140,7 +157,7 @@ void ls_k_qact_init(ls_type wt, const float *x, int64_t n, int64_t cols, void *b
         }
         for (int64_t k = q41 ? 2 * nb : nb; k < sl; k++) di[k] = 0.0f;
     }
-    *a = (ls_k_qact){.n = n, .cols = cols, .nb = nb, .nbp = nbp, .q = q, .d = d, .corr = corr};
+    *a = (ls_k_qact){.n = n, .cols = cols, .nb = nb, .nbp = nbp, .q = q, .d = d, .corr = corr, .bsums = NULL};
 }
 
 size_t ls_k_q_aux_bytes(int64_t cols) {
@@ -385,6 +402,6 @@ void ls_k_q_rows(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1,
         if (exact) q_rows(LS_TYPE_Q5_1, true, wd, rb, a, r0, r1, y, w->rows, aux);
         else q_rows(LS_TYPE_Q5_1, false, wd, rb, a, r0, r1, y, w->rows, aux);
         break;
-    default: abort();
+    default: ls_k_kq_rows(w, a, r0, r1, y); break; /* K-quants, IQ4: always llama.cpp's order */
     }
 }

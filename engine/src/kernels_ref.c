@@ -3,7 +3,11 @@
  * the fast kernels) and summed in double:
  *   Q4_0/Q8_0: sum_b d_w*d_x * sum_j q_w*q_x   (x quantized Q8_0)
  *   Q4_1:      sum_b d_w*d_x * sum_j q_w*q_x + m_w*s_x   (x quantized Q8_1)
- *   F16/BF16:  sum_j w_j * round16(x_j);  F32: sum_j w_j * x_j */
+ *   F16/BF16:  sum_j w_j * round16(x_j);  F32: sum_j w_j * x_j
+ *   K-quants, IQ4_XS: sum_j w_j * d_x*q_x (x quantized Q8_K, 256 at a time);
+ *   IQ4_NL:    the same with x quantized Q8_0. For these types w_j comes
+ *              from ls_weight_get_row (their decoding is checked bit for
+ *              bit against ggml's dequantization in test_kernels_k). */
 #include "kernels.h"
 
 #include <math.h>
@@ -39,11 +43,65 @@ static uint16_t rd16(const uint8_t *p) {
     return v;
 }
 
+/* ggml's quantize_row_q8_K_ref: the dequantized values d*q of 256 inputs */
+static void ref_q8k(const float *x, double *out) {
+    float max = 0.0f, amax = 0.0f;
+    for (int j = 0; j < 256; j++)
+        if (fabsf(x[j]) > amax) {
+            amax = fabsf(x[j]);
+            max = x[j];
+        }
+    if (amax == 0.0f) {
+        for (int j = 0; j < 256; j++) out[j] = 0.0;
+        return;
+    }
+    const float iscale = -127.f / max, d = 1.0f / iscale;
+    for (int j = 0; j < 256; j++) {
+        const float v = rintf(iscale * x[j]);
+        out[j] = (double)d * (v > 127.f ? 127.0 : (double)v);
+    }
+}
+
+static void ref_lowbit(const ls_weight *w, const float *x, int64_t n, float *y) {
+    const int64_t rows = w->rows, cols = w->cols;
+    double *xq = malloc(sizeof(double) * (size_t)(n * cols > 0 ? n * cols : 1));
+    float *row = malloc(sizeof(float) * (size_t)cols);
+    if (!xq || !row) abort();
+    for (int64_t i = 0; i < n; i++) {
+        if (w->type == LS_TYPE_IQ4_NL) {
+            for (int64_t b = 0; b < cols / 32; b++) {
+                ref_qblock qb;
+                ref_quantize(x + i * cols + b * 32, &qb);
+                for (int j = 0; j < 32; j++) xq[i * cols + b * 32 + j] = (double)qb.d * qb.q[j];
+            }
+        } else {
+            for (int64_t b = 0; b < cols / 256; b++) ref_q8k(x + i * cols + b * 256, xq + i * cols + b * 256);
+        }
+    }
+    for (int64_t r = 0; r < rows; r++) {
+        ls_weight_get_row(w, r, row);
+        for (int64_t i = 0; i < n; i++) {
+            double sum = 0.0;
+            for (int64_t k = 0; k < cols; k++) sum += (double)row[k] * xq[i * cols + k];
+            y[i * rows + r] = (float)sum;
+        }
+    }
+    free(row);
+    free(xq);
+}
+
 void ls_matmul_ref(const ls_weight *w, const float *x, int64_t n, float *y) {
     const int64_t rows = w->rows, cols = w->cols;
     const size_t rb = ls_weight_row_bytes(w);
     const uint8_t *wd = w->data;
     switch (w->type) {
+    case LS_TYPE_Q2_K:
+    case LS_TYPE_Q3_K:
+    case LS_TYPE_Q4_K:
+    case LS_TYPE_Q5_K:
+    case LS_TYPE_Q6_K:
+    case LS_TYPE_IQ4_NL:
+    case LS_TYPE_IQ4_XS: ref_lowbit(w, x, n, y); return;
     case LS_TYPE_Q4_0:
     case LS_TYPE_Q4_1:
     case LS_TYPE_Q5_0:

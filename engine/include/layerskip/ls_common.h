@@ -41,15 +41,25 @@ typedef enum ls_type {
     LS_TYPE_Q5_0 = 6,
     LS_TYPE_Q5_1 = 7,
     LS_TYPE_Q8_0 = 8,
+    LS_TYPE_Q2_K = 10,
+    LS_TYPE_Q3_K = 11,
+    LS_TYPE_Q4_K = 12,
+    LS_TYPE_Q5_K = 13,
+    LS_TYPE_Q6_K = 14,
+    LS_TYPE_IQ4_NL = 20,
+    LS_TYPE_IQ4_XS = 23,
     LS_TYPE_BF16 = 30,
 } ls_type;
 
 /* true for the types above; anything else from a file is LS_ERR_UNSUPPORTED */
 bool ls_type_is_supported(uint32_t t);
 const char *ls_type_name(ls_type t);
-/* elements per block (1 for float types, 32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0) */
+/* elements per block: 1 for float types, 32 for Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/
+ * IQ4_NL, 256 for the K-quants and IQ4_XS (super-blocks) */
 int64_t ls_type_block_elems(ls_type t);
-/* bytes per block (4/2/2 for F32/F16/BF16; 18 Q4_0, 20 Q4_1, 22 Q5_0, 24 Q5_1, 34 Q8_0) */
+/* bytes per block: 4/2/2 for F32/F16/BF16; 18 Q4_0, 20 Q4_1, 22 Q5_0,
+ * 24 Q5_1, 34 Q8_0, 18 IQ4_NL; 84 Q2_K, 110 Q3_K, 144 Q4_K, 176 Q5_K,
+ * 210 Q6_K, 136 IQ4_XS (ggml's block layouts) */
 size_t ls_type_block_bytes(ls_type t);
 /* bytes of n elements; false if n is not a whole number of blocks or the
  * byte count overflows */
