@@ -4,6 +4,7 @@
 #include "gguf_writer.h"
 #include "st_writer.h"
 #include "tokjson_writer.h"
+#include "kernels.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -17,6 +18,8 @@ typedef struct rm_tensor {
     int64_t rows, cols;       /* cols = 0 for vectors */
     float *val;               /* stored values (rounded / dequantized), HF layout */
     bool is_matrix;
+    ls_type type;             /* matrices: storage type */
+    uint8_t *enc;             /* K-quant / IQ4 matrices: their blocks (HF row order) */
     bool qk;                  /* permute rows for GGUF; n heads in `heads` */
     int heads;
 } rm_tensor;
@@ -123,6 +126,40 @@ static void *encode(ls_type t, float *vals, int64_t n) {
     return out;
 }
 
+/* K-quants and IQ4: every quant and sub-block scale bit random, the fp16
+ * super-block scales sized so values span about the block's largest
+ * magnitude; vals become the stored values (the engine's dequantization,
+ * which test_kernels_k holds bit-equal to ggml's) */
+static bool is_lowbit(ls_type t) { return ls_type_block_elems(t) > 1 && t != LS_TYPE_Q8_0 && t != LS_TYPE_Q4_0 && t != LS_TYPE_Q4_1; }
+static uint8_t *encode_lowbit(ls_type t, float *vals, int64_t rows, int64_t cols, uint64_t *rng) {
+    const int64_t be = ls_type_block_elems(t), nblk = rows * cols / be;
+    const size_t bb = ls_type_block_bytes(t);
+    uint8_t *out = malloc((size_t)nblk * bb);
+    for (size_t i = 0; i < (size_t)nblk * bb; i++) out[i] = (uint8_t)rng_next(rng);
+    for (int64_t b = 0; b < nblk; b++) {
+        float a = 0.0f;
+        for (int64_t j = 0; j < be; j++) a = fmaxf(a, fabsf(vals[b * be + j]));
+        uint8_t *blk = out + (size_t)b * bb;
+        uint16_t d = 0, dmin = 0;
+        size_t at_d = 0, at_m = 2;
+        switch (t) {
+        case LS_TYPE_Q2_K: d = ls_f32_to_f16(a / 24); dmin = ls_f32_to_f16(a / 30); at_d = 80; at_m = 82; break;
+        case LS_TYPE_Q3_K: d = ls_f32_to_f16(a / 64); at_d = 108; break;
+        case LS_TYPE_Q4_K: d = ls_f32_to_f16(a / 504); dmin = ls_f32_to_f16(a / 63); break;
+        case LS_TYPE_Q5_K: d = ls_f32_to_f16(a / 1008); dmin = ls_f32_to_f16(a / 63); break;
+        case LS_TYPE_Q6_K: d = ls_f32_to_f16(a / 2048); at_d = 208; break;
+        case LS_TYPE_IQ4_XS: d = ls_f32_to_f16(a / 2032); break;
+        case LS_TYPE_IQ4_NL: d = ls_f32_to_f16(a / 127); break;
+        default: abort();
+        }
+        memcpy(blk + at_d, &d, 2);
+        if (t == LS_TYPE_Q2_K || t == LS_TYPE_Q4_K || t == LS_TYPE_Q5_K) memcpy(blk + at_m, &dmin, 2);
+    }
+    const ls_weight w = {.type = t, .rows = rows, .cols = cols, .data = out};
+    for (int64_t r = 0; r < rows; r++) ls_weight_get_row(&w, r, vals + r * cols);
+    return out;
+}
+
 static rm_tensor *add_t(rm_model *m, const char *hf, const char *gg, int64_t rows, int64_t cols,
                         float scale, float offset, uint64_t *rng) {
     rm_tensor *t = &m->t[m->n_t++];
@@ -182,17 +219,23 @@ rm_model *rm_model_create(const rm_spec *spec) {
     if (!spec->tied) add_t(m, "lm_head.weight", "output.weight", m->n_vocab, D, ws, 0, &rng);
     /* round every matrix to its storage type now, so both files and the
      * reference see identical values */
+    int k = 0;
     for (int i = 0; i < m->n_t; i++) {
         rm_tensor *t = &m->t[i];
         if (!t->is_matrix) continue;
-        free(encode(spec->dtype, t->val, t->rows * t->cols));
+        t->type = spec->mix ? spec->mix[k++ % spec->n_mix] : spec->dtype;
+        if (is_lowbit(t->type)) t->enc = encode_lowbit(t->type, t->val, t->rows, t->cols, &rng);
+        else free(encode(t->type, t->val, t->rows * t->cols));
     }
     return m;
 }
 
 void rm_model_free(rm_model *m) {
     if (!m) return;
-    for (int i = 0; i < m->n_t; i++) free(m->t[i].val);
+    for (int i = 0; i < m->n_t; i++) {
+        free(m->t[i].val);
+        free(m->t[i].enc);
+    }
     free(m->t);
     gguf_ctx_free(m->vocab);
     free(m);
@@ -240,16 +283,31 @@ bool rm_write_gguf(const rm_model *m, const char *path) {
     int nb = 0;
     for (int i = 0; i < m->n_t; i++) {
         const rm_tensor *t = &m->t[i];
-        if (t->is_matrix) {
+        if (t->is_matrix && t->enc) { /* the blocks as made; q/k rows permuted whole */
+            const size_t rb = (size_t)(t->cols / ls_type_block_elems(t->type)) * ls_type_block_bytes(t->type);
+            uint8_t *b = malloc(rb * (size_t)t->rows);
+            const int64_t hd = t->qk ? t->rows / t->heads : 0;
+            for (int64_t r = 0; r < t->rows; r++) {
+                int64_t src = r;
+                if (t->qk) { /* GGUF row h*hd + 2i (+1) is HF row h*hd + i (+ hd/2) */
+                    const int64_t h = r / hd, j = r % hd;
+                    src = h * hd + (j % 2 ? j / 2 + hd / 2 : j / 2);
+                }
+                memcpy(b + (size_t)r * rb, t->enc + (size_t)src * rb, rb);
+            }
+            bufs[nb] = b;
+            int64_t ne[2] = {t->cols, t->rows};
+            gguf_writer_add_tensor(w, t->gguf_name, t->type, 2, ne, bufs[nb++]);
+        } else if (t->is_matrix) {
             float *v = t->qk ? permute_qk(t) : NULL;
             int64_t n = t->rows * t->cols;
             float *tmp = malloc(sizeof(float) * (size_t)n);
             memcpy(tmp, v ? v : t->val, sizeof(float) * (size_t)n);
-            bufs[nb] = encode(s->dtype, tmp, n);
+            bufs[nb] = encode(t->type, tmp, n);
             free(tmp);
             free(v);
             int64_t ne[2] = {t->cols, t->rows};
-            gguf_writer_add_tensor(w, t->gguf_name, s->dtype, 2, ne, bufs[nb++]);
+            gguf_writer_add_tensor(w, t->gguf_name, t->type, 2, ne, bufs[nb++]);
         } else {
             int64_t ne[1] = {t->rows};
             gguf_writer_add_tensor(w, t->gguf_name, LS_TYPE_F32, 1, ne, t->val);

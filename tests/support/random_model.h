@@ -18,6 +18,9 @@ typedef struct rm_spec {
     bool llama3_rope;         /* llama3 rope scaling (factor 8, 1, 4, 8192) */
     bool tied;                /* LM head = embedding */
     ls_type dtype;            /* storage of the matrices: F32/F16/BF16 (both files) or Q* (GGUF only) */
+    const ls_type *mix;       /* if set: matrix i (creation order) is stored as mix[i % n_mix] (GGUF only);
+                               * K-quants and IQ4 get random quants and scales sized to the values */
+    int n_mix;
     const char *vocab_gguf;   /* a GGUF holding tokenizer.ggml.* (vocab size from it) */
     uint64_t seed;
     int n_shards;             /* safetensors files in the HF directory (1 = model.safetensors) */
