@@ -10,9 +10,9 @@
 #                                        and from the F16 one Q4_K_M, Q5_K_M, Q6_K, Q3_K_M, Q2_K, IQ4_XS)
 #   scripts/llamacpp_tools.sh --avx2     build llama.cpp's library for AVX2 only (.cache-llamacpp/build-avx2)
 #                                        and print its dir: the golden tools link it. llama.cpp's own
-#                                        arithmetic differs between its AVX2 and AVX-512 builds (the
-#                                        width of its vector exp in softmax and SwiGLU, its f16 dots);
-#                                        our engine reproduces the AVX2 build on every CPU.
+#                                        arithmetic differs between its AVX2 and AVX-512 builds
+#                                        (16-wide variants of its vector loops); our engine
+#                                        reproduces the AVX2 build on every CPU.
 #
 # Everything lands in .cache-llamacpp/ (gitignored). Not part of the product
 # or of CI: benchmarks only.

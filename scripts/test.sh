@@ -6,6 +6,9 @@
 #   bash scripts/test.sh             # everything (CI runs this)
 #   LS_FUZZ_SECONDS=300 bash scripts/test.sh   # fuzz longer (default 20 s per target)
 #   LS_SKIP_ASAN=1 / LS_SKIP_FUZZ=1  # skip a stage while iterating
+#   LS_LLAMACPP_MODELS=1 bash scripts/test.sh  # also the default model's K-quant files against
+#       llama.cpp's goldens: builds llama.cpp's quantizer from the llama-cpp-python sdist (PyPI)
+#       and makes models/bench/*.gguf first (scripts/llamacpp_tools.sh --models; ~10 min once)
 #
 # The last line is "N passed, M failed" over all stages.
 set -uo pipefail
@@ -41,7 +44,15 @@ run_suite() { # name build-dir "ctest-args" cmake-args...
   count_ctest "$dir/ctest.log"
 }
 
-run_suite release build "" -DCMAKE_BUILD_TYPE=Release
+release_args=(-DCMAKE_BUILD_TYPE=Release -DLS_LLAMACPP_MODELS=OFF)
+if [ -n "${LS_LLAMACPP_MODELS:-}" ]; then
+  if bash scripts/llamacpp_tools.sh --models >/dev/null; then
+    release_args=(-DCMAKE_BUILD_TYPE=Release -DLS_LLAMACPP_MODELS=ON)
+  else
+    echo "== llamacpp_tools.sh --models FAILED"; failed=$((failed + 1))
+  fi
+fi
+run_suite release build "" "${release_args[@]}"
 if [ -z "${LS_SKIP_ASAN:-}" ]; then
   # the Python/Go/Node/grpcurl example tests check the examples, not our C:
   # once (release) is enough; the daemon runs sanitized in integration_daemon

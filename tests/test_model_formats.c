@@ -168,20 +168,10 @@ static void test_quantized(void) {
 
 /* every K-quant and I-quant type in one model (matrices cycle through
  * them), dimensions multiples of 256 so none falls back; the file is kept
- * (tests/tmp/llama2-lowbit.gguf) for scripts/golden_lowbit.sh */
-static rm_spec lowbit_spec(void) {
-    static const ls_type mix[] = {LS_TYPE_Q2_K, LS_TYPE_Q3_K, LS_TYPE_Q4_K, LS_TYPE_Q5_K,
-                                  LS_TYPE_Q6_K, LS_TYPE_IQ4_NL, LS_TYPE_IQ4_XS};
-    rm_spec s = llama2_spec();
-    s.dim = 256;
-    s.n_kv_heads = 2;
-    s.ffn_dim = 512;
-    s.mix = mix;
-    s.n_mix = 7;
-    s.seed = 21;
-    return s;
+ * (tests/tmp/llama2-lowbit.gguf) for scripts/golden_lowbit.py */
+static void test_lowbit_mix(void) {
+    check_model("llama2-lowbit", rm_lowbit_spec(tu_models_path("vocab/ggml-vocab-llama-spm.gguf")), false, 3e-2);
 }
-static void test_lowbit_mix(void) { check_model("llama2-lowbit", lowbit_spec(), false, 3e-2); }
 
 int main(void) {
     RUN(test_lowbit_mix);

@@ -230,6 +230,14 @@ rm_model *rm_model_create(const rm_spec *spec) {
     return m;
 }
 
+rm_spec rm_lowbit_spec(const char *vocab_gguf) {
+    static const ls_type mix[] = {LS_TYPE_Q2_K, LS_TYPE_Q3_K, LS_TYPE_Q4_K, LS_TYPE_Q5_K,
+                                  LS_TYPE_Q6_K, LS_TYPE_IQ4_NL, LS_TYPE_IQ4_XS};
+    return (rm_spec){.n_layers = 2, .dim = 256, .n_heads = 4, .n_kv_heads = 2, .ffn_dim = 512,
+                     .rope_theta = 10000.0f, .norm_eps = 1e-5f, .dtype = LS_TYPE_F32, .mix = mix, .n_mix = 7,
+                     .vocab_gguf = vocab_gguf, .seed = 21, .n_shards = 1};
+}
+
 void rm_model_free(rm_model *m) {
     if (!m) return;
     for (int i = 0; i < m->n_t; i++) {

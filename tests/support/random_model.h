@@ -30,6 +30,10 @@ typedef struct rm_model rm_model;
 
 /* build the weights (n_vocab from the vocabulary file); NULL on failure */
 rm_model *rm_model_create(const rm_spec *spec);
+/* a small Llama whose matrices cycle through Q2_K, Q3_K, Q4_K, Q5_K, Q6_K,
+ * IQ4_NL, IQ4_XS (dims multiples of 256, nothing falls back); llama.cpp's
+ * goldens for it are in tests/data/golden_lowbit.json */
+rm_spec rm_lowbit_spec(const char *vocab_gguf);
 void rm_model_free(rm_model *m);
 int rm_model_n_vocab(const rm_model *m);
 
