@@ -20,7 +20,9 @@ U8, I8, U16, I16, U32, I32, F32, BOOL, STR, ARR, U64, I64, F64 = range(13)
 FMT = {U8: "<B", I8: "<b", U16: "<H", I16: "<h", U32: "<I", I32: "<i", F32: "<f",
        BOOL: "<B", U64: "<Q", I64: "<q", F64: "<d"}
 # ggml tensor types: (block elems, block bytes)
-TYPES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34), 30: (1, 2)}
+TYPES = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34), 30: (1, 2),
+         10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210), 20: (32, 18),
+         23: (256, 136)}
 
 
 def gstr(s):
@@ -110,6 +112,14 @@ def gguf_seeds():
         "truncated.gguf": gguf(base_kv, base_t)[:300],
         "dup_tensor.gguf": gguf(base_kv, [("a", [4], 0), ("a", [4], 0)]),
         "align_not_pow2.gguf": gguf([("general.alignment", U32, 48)], [("a", [4], 0)]),
+        # every block-quantized type, one or two rows (the fuzzer also dequantizes and multiplies them)
+        "quant_types.gguf": gguf(base_kv, [("t.q5_0", [32, 2], 6), ("t.q5_1", [32], 7), ("t.q2_k", [256], 10),
+                                           ("t.q3_k", [256], 11), ("t.iq4_nl", [64], 20)]),
+        "kquant_types.gguf": gguf(base_kv, [("t.q4_k", [256, 2], 12), ("t.q5_k", [256], 13),
+                                            ("t.q6_k", [256], 14), ("t.iq4_xs", [256], 23)]),
+        "kquant_bad_row.gguf": gguf(base_kv, [("t.q6_k", [576, 2], 14)]),
+        "kquant_truncated.gguf": gguf(base_kv, [("t.q4_k", [256, 4], 12)])[:-300],
+        "q8k_activation_type.gguf": gguf(base_kv, [("t.q8_k", [256], 15)]),
     }
     for name, data in seeds.items():
         assert len(data) <= 4096, name

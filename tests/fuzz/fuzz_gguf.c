@@ -3,6 +3,7 @@
  * getter, array elements, strings, tensor data) so the sanitizers see any
  * pointer that escapes the buffer. Broken invariants trap. */
 #include "gguf.h"
+#include "kernels.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -99,6 +100,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         check(inside(ctx, t->data, t->nbytes));
         check((const uint8_t *)t->data == ctx->map + ctx->data_offset + t->offset);
         if (t->nbytes) sink += ((const uint8_t *)t->data)[0] + ((const uint8_t *)t->data)[t->nbytes - 1];
+        /* any bytes of a small matrix of any type dequantize and multiply
+         * without reading outside it (values may be NaN: not checked) */
+        if (t->ne[0] > 0 && t->ne[0] <= 4096 && n / t->ne[0] >= 1) {
+            const int64_t rows = n / t->ne[0] < 4 ? n / t->ne[0] : 4;
+            const ls_weight w = {.type = (ls_type)t->type, .rows = rows, .cols = t->ne[0], .data = t->data};
+            float *row = malloc(sizeof(float) * (size_t)t->ne[0]), y[4];
+            if (row) {
+                for (int64_t r = 0; r < rows; r++) {
+                    ls_weight_get_row(&w, r, row);
+                    sink += (uint64_t)(row[0] != row[0]);
+                }
+                for (int64_t k = 0; k < t->ne[0]; k++) row[k] = (float)(k % 7) - 3.0f;
+                ls_matmul(NULL, &w, row, 1, y);
+                free(row);
+            }
+        }
         if (i < 64 && !memchr(t->name.ptr, 0, t->name.len)) {
             char *name = cstr(t->name);
             if (name) check(gguf_find_tensor(ctx, name) == t);
