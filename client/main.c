@@ -846,9 +846,10 @@ static int cmd_info(lsc_conn *conn, const cli *c, double timeout) {
     printf("\nsessions:    %d concurrent, queue %d\n", m->max_sessions, m->max_queue);
     for (size_t i = 0; i < m->n_stages; i++) {
         const Layerskip__V1__Stage *s = m->stages[i];
-        printf("stage %-5zu  rank %d: layers [%d, %d)%s%s%s%s\n", i, s->rank, s->first_layer, s->last_layer,
+        printf("stage %-5zu  rank %d: layers [%d, %d)%s%s%s%s%s%s%s\n", i, s->rank, s->first_layer, s->last_layer,
                s->embedding ? ", embedding" : "", s->head ? ", head" : "", s->host && *s->host ? " on " : "",
-               s->host ? s->host : "");
+               s->host ? s->host : "", s->kernels && *s->kernels ? " (kernels " : "",
+               s->kernels ? s->kernels : "", s->kernels && *s->kernels ? ")" : "");
     }
     printf("version:     %s\n", m->version);
     protobuf_c_message_free_unpacked(resp, NULL);

@@ -302,6 +302,8 @@ int main(int argc, char **argv) {
             si->head = r == 0 || r == lo->n_stages - 1;
             if (r == 0) lsw_hostname(si->host, sizeof si->host);
             else snprintf(si->host, sizeof si->host, "%s", lsw_pipeline_worker_host(pl, r));
+            snprintf(si->kernels, sizeof si->kernels, "%s",
+                     r == 0 ? ls_kernel_path() : lsw_pipeline_worker_kernels(pl, r));
             LSD_LOG(LSD_LOG_INFO, "stage %d: rank %d on %s (pid %d), %slayers %d-%d%s", r, r, si->host,
                     r == 0 ? (int)getpid() : lsw_pipeline_worker_pid(pl, r), r == 0 ? "embedding + " : "",
                     lo->l0[r], lo->l1[r],

@@ -500,6 +500,7 @@ grpc_status_code lsd_service_model_info(const lsd_service *sv, const uint8_t *re
     stage.embedding = 1;
     stage.head = 1;
     stage.host = host;
+    stage.kernels = (char *)ls_kernel_path();
     m.n_stages = 1;
     m.stages = stages;
     for (int i = 0; i < sv->n_stages && i < 64; i++) {
@@ -511,12 +512,14 @@ grpc_status_code lsd_service_model_info(const lsd_service *sv, const uint8_t *re
         pstages[i].embedding = si->embedding;
         pstages[i].head = si->head;
         pstages[i].host = (char *)si->host; /* hostnames are ASCII (checked when received) */
+        pstages[i].kernels = (char *)si->kernels;
         stages[i] = &pstages[i];
         m.n_stages = (size_t)i + 1;
     }
     m.max_sessions = sv->max_sessions;
     m.max_queue = sv->max_queue;
     m.version = LSD_VERSION;
+    m.kernels = (char *)ls_kernel_path();
     char *sources[LS_N_DRAFT_SOURCES];
     for (int i = 0; i < LS_N_DRAFT_SOURCES; i++) sources[i] = (char *)ls_draft_source_name((ls_draft_source)i);
     m.default_draft_source = (char *)ls_draft_source_name(sv->default_draft_source);

@@ -20,6 +20,7 @@ typedef struct lsd_stage_info {
     int rank, first_layer, last_layer;
     bool embedding, head;
     char host[64];
+    char kernels[32];          /* the stage's ls_kernel_path() */
 } lsd_stage_info;
 
 typedef struct lsd_service {

@@ -106,10 +106,13 @@ ls_status lsw_msg_decode(const void *buf, size_t len, int tag, const lsw_limits 
         if (plen != sizeof(lsw_hello_msg)) return bad(err, h->type, "wrong size");
         memcpy(&out->hello, payload, sizeof out->hello);
         if (!str_terminated(out->hello.msg, sizeof out->hello.msg) ||
-            !str_terminated(out->hello.host, sizeof out->hello.host))
+            !str_terminated(out->hello.host, sizeof out->hello.host) ||
+            !str_terminated(out->hello.kernels, sizeof out->hello.kernels))
             return bad(err, h->type, "unterminated text");
         for (const char *c = out->hello.host; *c; c++)
             if (*c <= ' ' || *c > '~') return bad(err, h->type, "host name is not printable ASCII");
+        for (const char *c = out->hello.kernels; *c; c++)
+            if (*c <= ' ' || *c > '~') return bad(err, h->type, "kernel path is not printable ASCII");
         return LS_OK;
     case LSW_MSG_START:
         if (plen != sizeof(lsw_start_msg)) return bad(err, h->type, "wrong size");

@@ -20,7 +20,7 @@
 #include "layerskip/sampler.h"
 #include "layerskip/speculate.h"
 
-#define LSW_PROTOCOL 3
+#define LSW_PROTOCOL 4
 
 typedef enum lsw_msg_type {
     LSW_MSG_CONFIG = 1,   /* rank 0 -> each worker: model, layout, limits */
@@ -85,6 +85,7 @@ typedef struct lsw_hello_msg {
     int32_t pid;
     uint64_t fingerprint;
     char host[64];         /* gethostname, printable ASCII */
+    char kernels[32];      /* ls_kernel_path(), printable ASCII */
     char msg[512];         /* why setup failed */
 } lsw_hello_msg;
 

@@ -70,6 +70,7 @@ struct lsw_pipeline {
     lsw_slot *slots;      /* (max_slots) */
     int pids[LSW_MAX_STAGES];
     char hosts[LSW_MAX_STAGES][64];
+    char kernels[LSW_MAX_STAGES][32];
     double heard[LSW_MAX_STAGES];     /* MPI_Wtime of the last message from each rank (under netlock) */
     double ping_sent[LSW_MAX_STAGES]; /* > 0: a ping is outstanding since then */
     int32_t ping_seq;
@@ -97,6 +98,10 @@ int lsw_pipeline_worker_pid(const lsw_pipeline *pl, int rank) {
 
 const char *lsw_pipeline_worker_host(const lsw_pipeline *pl, int rank) {
     return rank > 0 && rank < pl->size ? pl->hosts[rank] : "";
+}
+
+const char *lsw_pipeline_worker_kernels(const lsw_pipeline *pl, int rank) {
+    return rank > 0 && rank < pl->size ? pl->kernels[rank] : "";
 }
 
 bool lsw_pipeline_broken(const lsw_pipeline *pl, const char **why) {
@@ -347,6 +352,7 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
         answered++;
         pl->pids[m.source] = m.hello.pid;
         snprintf(pl->hosts[m.source], sizeof pl->hosts[m.source], "%s", m.hello.host);
+        snprintf(pl->kernels[m.source], sizeof pl->kernels[m.source], "%s", m.hello.kernels);
         char who[96];
         lsw_stage_name(&pl->net, m.source, who, sizeof who);
         ls_status ws = LS_OK;

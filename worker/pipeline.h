@@ -57,6 +57,8 @@ const ls_model *lsw_pipeline_model(const lsw_pipeline *pl);
 int lsw_pipeline_worker_pid(const lsw_pipeline *pl, int rank);
 /* the host name a worker rank reported */
 const char *lsw_pipeline_worker_host(const lsw_pipeline *pl, int rank);
+/* the worker's matmul kernels (ls_kernel_path() on its host, from its HELLO) */
+const char *lsw_pipeline_worker_kernels(const lsw_pipeline *pl, int rank);
 /* Workers on this host whose process no longer exists break the pipeline,
  * naming the stage (for a signal from mpirun, which stops the job when a
  * rank dies). True when the pipeline is broken (now or before). */

@@ -402,6 +402,7 @@ ls_status lsw_worker_run(MPI_Comm comm, const lsw_worker_options *o, ls_err *err
         lsw_hello_msg hm = {.protocol = LSW_PROTOCOL, .status = sst, .pid = (int32_t)getpid(),
                             .fingerprint = m.config.fingerprint};
         lsw_hostname(hm.host, sizeof hm.host);
+        snprintf(hm.kernels, sizeof hm.kernels, "%s", ls_kernel_path());
         if (sst != LS_OK) {
             snprintf(hm.msg, sizeof hm.msg, "%.500s", serr.msg);
             if (o->verbose) fprintf(stderr, "layerskip-worker rank %d: setup failed: %s\n", net.rank, serr.msg);

@@ -479,6 +479,18 @@ void ls_matmul_ex(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, 
         multirow(pool, w, x, n, y, false);
 }
 
+const char *ls_kernel_path(void) {
+#if LS_K_VNNI && defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return "avx2+avx512vnni";
+#elif LS_K_VNNI
+    return "avx2+avxvnni";
+#elif LS_K_AVX2
+    return "avx2";
+#else
+    return "portable";
+#endif
+}
+
 void ls_matmul(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y) {
     ls_matmul_ex(pool, w, x, n, y, 0);
 }

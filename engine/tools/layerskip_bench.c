@@ -893,6 +893,7 @@ int main(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "load_ms", load_ms);
         cJSON_AddNumberToObject(j, "peak_rss_mb", peak_rss_mb());
         cJSON_AddNumberToObject(j, "threads", o.threads);
+        cJSON_AddStringToObject(j, "kernels", ls_kernel_path());
         cJSON_AddNumberToObject(j, "runs", o.runs);
         cJSON_AddStringToObject(j, "strategy", ls_strategy_name(gp.strategy));
         cJSON_AddNumberToObject(j, "exit_layer", gp.strategy == LS_STRATEGY_AUTOREGRESSIVE ? cfg->n_layers : gp.exit_layer);

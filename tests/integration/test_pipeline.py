@@ -119,6 +119,9 @@ class Base(unittest.TestCase):
         want = [(r, int(a), int(b)) for r, (a, b) in enumerate(x.split("-") for x in stages.split(","))]
         self.assertEqual(got, want)
         self.assertTrue(info.stages[0].embedding and info.stages[0].head and info.stages[-1].head)
+        # every stage names its kernels (one machine here: all the same as rank 0's)
+        self.assertIn(info.kernels, ("avx2", "avx2+avx512vnni", "avx2+avxvnni", "portable"))
+        self.assertEqual([s.kernels for s in info.stages], [info.kernels] * len(info.stages))
         e = want[0][2]
         self.assertEqual(info.default_exit_layer, e)
         reqs = []
