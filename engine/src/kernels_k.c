@@ -371,10 +371,20 @@ LS_ALWAYS_INLINE __m256i bit_to(__m256i v, int s, int p) {
     if (s == p) return _mm256_and_si256(v, m);
     return s < p ? _mm256_and_si256(_mm256_slli_epi16(v, p - s), m) : _mm256_and_si256(_mm256_srli_epi16(v, s - p), m);
 }
-/* chunk scales: int16 sc[2k] in the low 128 bits, sc[2k+1] in the high */
+/* chunk scales: int16 sc[2k] in the low 128 bits, sc[2k+1] in the high;
+ * one byte shuffle per chunk from the 16 scales loaded once (each 128-bit
+ * half of `lo`/`hi` holds scales 0..7 / 8..15) */
 LS_ALWAYS_INLINE void scale_vecs(const int16_t sc[16], __m256i sv[8]) {
-    for (int k = 0; k < 8; k++)
-        sv[k] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16(sc[2 * k])), _mm_set1_epi16(sc[2 * k + 1]), 1);
+    const __m128i s0 = _mm_loadu_si128((const __m128i *)sc), s1 = _mm_loadu_si128((const __m128i *)(sc + 8));
+    const __m256i lo = _mm256_broadcastsi128_si256(s0), hi = _mm256_broadcastsi128_si256(s1);
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+        const int a = 2 * (2 * k % 8), b = a + 2; /* byte offsets of sc[2k], sc[2k+1] within their half */
+        const __m256i idx = _mm256_setr_epi8(a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a, a + 1, a,
+                                             a + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1, b, b + 1,
+                                             b, b + 1);
+        sv[k] = _mm256_shuffle_epi8(k < 4 ? lo : hi, idx);
+    }
 }
 LS_ALWAYS_INLINE __m256i iq4_lookup(__m128i bits) {
     const __m128i tab = _mm_loadu_si128((const __m128i *)(const void *)iq4nl_values);
