@@ -170,7 +170,9 @@ static rm_tensor *add_t(rm_model *m, const char *hf, const char *gg, int64_t row
     t->is_matrix = cols > 0;
     int64_t n = rows * (cols > 0 ? cols : 1);
     t->val = malloc(sizeof(float) * (size_t)n);
-    for (int64_t i = 0; i < n; i++) t->val[i] = offset + scale * rng_uniform(rng);
+    /* one rounding (fma) on every build: a compiler that contracts and one
+     * that does not would otherwise make different models */
+    for (int64_t i = 0; i < n; i++) t->val[i] = fmaf(scale, rng_uniform(rng), offset);
     return t;
 }
 
