@@ -24,7 +24,6 @@
 
 #define LS_ALWAYS_INLINE static inline __attribute__((always_inline))
 
-
 size_t ls_weight_row_bytes(const ls_weight *w) {
     return (size_t)(w->cols / ls_type_block_elems(w->type)) * ls_type_block_bytes(w->type);
 }

@@ -5,8 +5,10 @@
  *
  * Numerics follow llama.cpp so greedy outputs match it token for token:
  * for quantized weights the activations are quantized per 32-element block
- * (Q8_0-style for Q4_0/Q5_0/Q8_0 weights, Q8_1-style with the fp16 block sum for
- * Q4_1/Q5_1 weights) and dotted in integers; F16/BF16/F32 weights dot in f32.
+ * (Q8_0-style for Q4_0/Q5_0/Q8_0/IQ4_NL weights, Q8_1-style with the fp16 block
+ * sum for Q4_1/Q5_1 weights, Q8_K per 256 for the K-quants and IQ4_XS) and
+ * dotted in integers; F16/BF16/F32 weights dot in f32. K-quant and IQ4 outputs
+ * are always llama.cpp's bits (kernels_k.c), with or without LS_MATMUL_EXACT.
  * The multi-row path streams each weight row once for all rows of a batch
  * (decode, verification of k+1 drafted positions, and in exact mode every
  * prompt batch: on AVX2 it beats OpenBLAS at every size measured). Without
