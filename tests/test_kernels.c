@@ -93,6 +93,7 @@ static void *make_weights(ls_type t, int64_t rows, int64_t cols) {
                 b[2 + j] = (uint8_t)(int8_t)v;
             }
             break;
+        default: abort(); /* K-quants and IQ4: test_kernels_k.c */
         }
     }
     return w;
