@@ -24,21 +24,6 @@
 #define TOL_MULTIROW 1e-5
 #define TOL_SGEMM 2e-5
 
-/* ---- deterministic random numbers ---- */
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-static uint64_t rng_u64(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static double rng_uniform(void) { return (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static double rng_normal(void) {
-    double u1 = rng_uniform(), u2 = rng_uniform();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static uint16_t get16(const uint8_t *p) {
     uint16_t v;
@@ -58,38 +43,38 @@ static void *make_weights(ls_type t, int64_t rows, int64_t cols) {
     const size_t nblk = total / bb;
     for (size_t i = 0; i < nblk; i++) {
         uint8_t *b = w + i * bb;
-        const double scale = 0.002 + 0.05 * rng_uniform();
+        const double scale = 0.002 + 0.05 * tu_rng_uniform();
         switch (t) {
         case LS_TYPE_F32: {
-            float f = (float)(rng_normal() * 0.05);
+            float f = (float)(tu_rng_normal() * 0.05);
             memcpy(b, &f, 4);
             break;
         }
-        case LS_TYPE_F16: put16(b, ls_f32_to_f16((float)(rng_normal() * 0.05))); break;
-        case LS_TYPE_BF16: put16(b, ls_f32_to_bf16((float)(rng_normal() * 0.05))); break;
+        case LS_TYPE_F16: put16(b, ls_f32_to_f16((float)(tu_rng_normal() * 0.05))); break;
+        case LS_TYPE_BF16: put16(b, ls_f32_to_bf16((float)(tu_rng_normal() * 0.05))); break;
         case LS_TYPE_Q4_0:
-            put16(b, ls_f32_to_f16((float)(rng_u64() & 1 ? scale : -scale)));
-            for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)rng_u64();
+            put16(b, ls_f32_to_f16((float)(tu_rng_u64() & 1 ? scale : -scale)));
+            for (int j = 0; j < 16; j++) b[2 + j] = (uint8_t)tu_rng_u64();
             break;
         case LS_TYPE_Q4_1:
             put16(b, ls_f32_to_f16((float)scale));
-            put16(b + 2, ls_f32_to_f16((float)(-8.0 * scale * (0.5 + rng_uniform()))));
-            for (int j = 0; j < 16; j++) b[4 + j] = (uint8_t)rng_u64();
+            put16(b + 2, ls_f32_to_f16((float)(-8.0 * scale * (0.5 + tu_rng_uniform()))));
+            for (int j = 0; j < 16; j++) b[4 + j] = (uint8_t)tu_rng_u64();
             break;
         case LS_TYPE_Q5_0:
-            put16(b, ls_f32_to_f16((float)(rng_u64() & 1 ? scale : -scale) / 2));
-            for (int j = 0; j < 20; j++) b[2 + j] = (uint8_t)rng_u64();
+            put16(b, ls_f32_to_f16((float)(tu_rng_u64() & 1 ? scale : -scale) / 2));
+            for (int j = 0; j < 20; j++) b[2 + j] = (uint8_t)tu_rng_u64();
             break;
         case LS_TYPE_Q5_1:
             put16(b, ls_f32_to_f16((float)scale / 2));
-            put16(b + 2, ls_f32_to_f16((float)(-8.0 * scale * (0.5 + rng_uniform()))));
-            for (int j = 0; j < 20; j++) b[4 + j] = (uint8_t)rng_u64();
+            put16(b + 2, ls_f32_to_f16((float)(-8.0 * scale * (0.5 + tu_rng_uniform()))));
+            for (int j = 0; j < 20; j++) b[4 + j] = (uint8_t)tu_rng_u64();
             break;
         case LS_TYPE_Q8_0:
-            put16(b, ls_f32_to_f16((float)(rng_u64() & 1 ? scale : -scale) / 16));
+            put16(b, ls_f32_to_f16((float)(tu_rng_u64() & 1 ? scale : -scale) / 16));
             for (int j = 0; j < 32; j++) {
-                int v = (int)(rng_u64() % 255) - 127;
-                if (rng_u64() % 64 == 0) v = -128; /* files may hold it */
+                int v = (int)(tu_rng_u64() % 255) - 127;
+                if (tu_rng_u64() % 64 == 0) v = -128; /* files may hold it */
                 b[2 + j] = (uint8_t)(int8_t)v;
             }
             break;
@@ -103,11 +88,11 @@ static void *make_weights(ls_type t, int64_t rows, int64_t cols) {
 static float *make_acts(int64_t n, int64_t cols) {
     float *x = malloc(sizeof(float) * (size_t)(n * cols > 0 ? n * cols : 1));
     for (int64_t i = 0; i < n * cols; i += 32) {
-        const double s = pow(10.0, -2.0 + 3.0 * rng_uniform());
-        const int kind = (int)(rng_u64() % 16);
+        const double s = pow(10.0, -2.0 + 3.0 * tu_rng_uniform());
+        const int kind = (int)(tu_rng_u64() % 16);
         for (int64_t j = i; j < i + 32 && j < n * cols; j++) {
-            x[j] = kind == 0 ? 0.0f : (float)(rng_normal() * s);
-            if (kind == 1 && rng_u64() % 8 == 0) x[j] *= 100.0f;
+            x[j] = kind == 0 ? 0.0f : (float)(tu_rng_normal() * s);
+            if (kind == 1 && tu_rng_u64() % 8 == 0) x[j] *= 100.0f;
         }
     }
     return x;
@@ -337,7 +322,7 @@ static void test_multirow_batch_invariance(void) {
 #define EXACT_N 3
 
 static void exact_inputs(ls_type t, void **w, float **x) {
-    rng_state = 0x5EED0000ull + (uint64_t)t;
+    tu_rng_state = 0x5EED0000ull + (uint64_t)t;
     *w = make_weights(t, EXACT_ROWS, EXACT_COLS);
     *x = make_acts(EXACT_N, EXACT_COLS);
 }
@@ -505,8 +490,8 @@ static void test_quantize_q8(void) {
     int mismatches = 0;
     for (int it = 0; it < 2000; it++) {
         float xr[128];
-        const double s = pow(10.0, -4.0 + 6.0 * rng_uniform());
-        for (int j = 0; j < 128; j++) xr[j] = (float)(rng_normal() * s);
+        const double s = pow(10.0, -4.0 + 6.0 * tu_rng_uniform());
+        for (int j = 0; j < 128; j++) xr[j] = (float)(tu_rng_normal() * s);
         if (it % 7 == 0) xr[it % 128] = (float)(s * 40.0); /* one outlier */
         if (it % 11 == 0) { /* amax 127*sc with sc a power of two: x*id lands on exact halves */
             const float sc = it % 3 == 0 ? 0.5f : it % 3 == 1 ? 1.0f : 2.0f;
@@ -678,8 +663,8 @@ static void test_vec_ops(void) {
         float *out = malloc(sizeof(float) * (size_t)n), *y = malloc(sizeof(float) * (size_t)n);
         uint16_t *h = malloc(sizeof(uint16_t) * (size_t)n);
         for (int64_t i = 0; i < n; i++) {
-            x[i] = (float)(rng_normal() * 3.0);
-            g[i] = (float)(1.0 + 0.3 * rng_normal());
+            x[i] = (float)(tu_rng_normal() * 3.0);
+            g[i] = (float)(1.0 + 0.3 * tu_rng_normal());
         }
         /* rmsnorm: relative 1e-6 (a few float roundings on each output) */
         double ss = 0.0;

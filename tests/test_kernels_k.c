@@ -18,19 +18,6 @@ static const ls_type ktypes[] = {LS_TYPE_Q2_K, LS_TYPE_Q3_K, LS_TYPE_Q4_K, LS_TY
                                  LS_TYPE_Q6_K, LS_TYPE_IQ4_NL, LS_TYPE_IQ4_XS};
 #define NKT ((int)(sizeof ktypes / sizeof ktypes[0]))
 
-static uint64_t rng_state;
-static uint64_t rng_u64(void) {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return rng_state;
-}
-static double rng_uniform(void) { return (double)(rng_u64() >> 11) * (1.0 / 9007199254740992.0); }
-static double rng_normal(void) {
-    double u1 = rng_uniform(), u2 = rng_uniform();
-    if (u1 < 1e-300) u1 = 1e-300;
-    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
 static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 
 static size_t row_bytes(ls_type t, int64_t cols) {
@@ -42,10 +29,10 @@ static size_t row_bytes(ls_type t, int64_t cols) {
 static void *make_weights(ls_type t, int64_t rows, int64_t cols) {
     const size_t total = row_bytes(t, cols) * (size_t)rows, bb = ls_type_block_bytes(t);
     uint8_t *w = malloc(total);
-    for (size_t i = 0; i < total; i++) w[i] = (uint8_t)rng_u64();
+    for (size_t i = 0; i < total; i++) w[i] = (uint8_t)tu_rng_u64();
     for (size_t i = 0; i < total / bb; i++) {
         uint8_t *b = w + i * bb;
-        const float s = (float)((0.002 + 0.05 * rng_uniform()) * (rng_u64() & 1 ? 1 : -1));
+        const float s = (float)((0.002 + 0.05 * tu_rng_uniform()) * (tu_rng_u64() & 1 ? 1 : -1));
         switch (t) {
         case LS_TYPE_Q2_K:
             put16(b + 80, ls_f32_to_f16(s / 8));
@@ -70,11 +57,11 @@ static void *make_weights(ls_type t, int64_t rows, int64_t cols) {
 static float *make_acts(int64_t n, int64_t cols) {
     float *x = malloc(sizeof(float) * (size_t)(n * cols));
     for (int64_t i = 0; i < n * cols; i += 32) {
-        const double s = pow(10.0, -2.0 + 3.0 * rng_uniform());
-        const int kind = (int)(rng_u64() % 16);
+        const double s = pow(10.0, -2.0 + 3.0 * tu_rng_uniform());
+        const int kind = (int)(tu_rng_u64() % 16);
         for (int64_t j = i; j < i + 32; j++) {
-            x[j] = kind == 0 ? 0.0f : (float)(rng_normal() * s);
-            if (kind == 1 && rng_u64() % 8 == 0) x[j] *= 100.0f;
+            x[j] = kind == 0 ? 0.0f : (float)(tu_rng_normal() * s);
+            if (kind == 1 && tu_rng_u64() % 8 == 0) x[j] *= 100.0f;
         }
     }
     return x;
@@ -93,7 +80,7 @@ static uint64_t fnv1a(const void *p, size_t n) {
 static int64_t ex_cols(ls_type t) { return t == LS_TYPE_IQ4_NL ? 96 : 768; } /* IQ4_NL: an odd block count */
 
 static void exact_inputs(ls_type t, void **w, float **x) {
-    rng_state = 0x6B5EED00ull + (uint64_t)t;
+    tu_rng_state = 0x6B5EED00ull + (uint64_t)t;
     const int64_t cols = ex_cols(t);
     *w = make_weights(t, EX_ROWS, cols);
     *x = make_acts(EX_N, cols);
@@ -194,7 +181,7 @@ static void test_vs_model_and_ref(void) {
     static const int64_t ns[] = {1, 2, 3, 4, 5, 8, 9, 17};
     ls_pool *pools[3] = {ls_pool_create(1), ls_pool_create(2), ls_pool_create(3)};
     REQUIRE(pools[0] && pools[1] && pools[2]);
-    rng_state = 0xC0FFEE12345ull;
+    tu_rng_state = 0xC0FFEE12345ull;
     for (int ti = 0; ti < NKT; ti++) {
         const ls_type t = ktypes[ti];
         double worst = 0.0;

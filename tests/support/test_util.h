@@ -34,6 +34,22 @@ extern int tu_checks;
 #define TEST_MAIN_END() do { fprintf(stderr, "%d checks, %d failed\n", tu_checks, tu_failures); \
     return tu_failures ? 1 : 0; } while (0)
 
+/* xorshift64 test data: each test executable has its own state (seed it
+ * by assigning tu_rng_state); rng_uniform in [0, 1), rng_normal N(0, 1) */
+static __attribute__((unused)) uint64_t tu_rng_state = 0x9E3779B97F4A7C15ull;
+static inline uint64_t tu_rng_u64(void) {
+    tu_rng_state ^= tu_rng_state << 13;
+    tu_rng_state ^= tu_rng_state >> 7;
+    tu_rng_state ^= tu_rng_state << 17;
+    return tu_rng_state;
+}
+static inline double tu_rng_uniform(void) { return (double)(tu_rng_u64() >> 11) * (1.0 / 9007199254740992.0); }
+static inline double tu_rng_normal(void) {
+    double u1 = tu_rng_uniform(), u2 = tu_rng_uniform();
+    if (u1 < 1e-300) u1 = 1e-300;
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
 /* $LS_MODELS_DIR/<name> etc.; returned string is static storage (one per call site use) */
 const char *tu_models_path(const char *name);
 const char *tu_data_path(const char *name);
