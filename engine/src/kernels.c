@@ -115,12 +115,6 @@ LS_ALWAYS_INLINE __m256 load_w8(ls_type t, const uint8_t *p) {
     if (t == LS_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
-LS_ALWAYS_INLINE float hsum8f(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 #endif
 
 LS_ALWAYS_INLINE float load_w1(ls_type t, const uint8_t *p, int64_t k) {
@@ -164,10 +158,17 @@ LS_ALWAYS_INLINE void f_tile(const ls_type t, const int R, const int C, const ui
 #pragma GCC unroll 4
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 4
-        for (int c = 0; c < C; c++) s[r][c] = hsum8f(acc[r][c]);
-#else
+        for (int c = 0; c < C; c++) s[r][c] = ls_k_hsum8(acc[r][c]);
+#else /* the same lanes and fused steps in scalar code (bit for bit) */
+    float acc[4][4][8] = {{{0}}};
+    for (; k + 8 <= cols; k += 8)
+        for (int r = 0; r < R; r++)
+            for (int l = 0; l < 8; l++) {
+                const float wk = load_w1(t, w + (size_t)r * rb, k + l);
+                for (int c = 0; c < C; c++) acc[r][c][l] = fmaf(wk, x0[c * cols + k + l], acc[r][c][l]);
+            }
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < C; c++) s[r][c] = 0.0f;
+        for (int c = 0; c < C; c++) s[r][c] = ls_k_hsum8_model(acc[r][c]);
 #endif
     for (; k < cols; k++)
         for (int r = 0; r < R; r++) {
@@ -476,18 +477,6 @@ void ls_matmul_ex(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, 
         ls_matmul_sgemm(pool, w, x, n, y);
     else
         multirow(pool, w, x, n, y, false);
-}
-
-const char *ls_kernel_path(void) {
-#if LS_K_VNNI && defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return "avx2+avx512vnni";
-#elif LS_K_VNNI
-    return "avx2+avxvnni";
-#elif LS_K_AVX2
-    return "avx2";
-#else
-    return "portable";
-#endif
 }
 
 void ls_matmul(ls_pool *pool, const ls_weight *w, const float *x, int64_t n, float *y) {

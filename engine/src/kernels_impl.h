@@ -1,8 +1,11 @@
 /* kernels_impl.h: internals shared by the kernel files (kernels*.c); no other
- * module includes this. Instruction sets are chosen at compile time: the
- * build uses -march=native, and LS_PORTABLE builds get the scalar code. */
+ * module includes this. The variant sources are compiled once per
+ * instruction set and chosen at run time (kernels_variants.h); within one
+ * compile, LS_K_AVX2 / LS_K_VNNI say what that variant may use. */
 #ifndef LS_KERNELS_IMPL_H
 #define LS_KERNELS_IMPL_H
+
+#include "kernels_variants.h" /* first: renames the variant's functions */
 
 #include "kernels.h"
 #include <string.h>
@@ -59,6 +62,21 @@ static inline uint16_t ls_k_rd16(const void *p) {
     memcpy(&v, p, 2);
     return v;
 }
+
+/* the 8 float lanes of an AVX2 register summed as the vector reductions
+ * (ls_k_hsum8, ggml's hsum_float_8) do: (lo + hi), then pairs (0, 2) and
+ * (1, 3), then the two */
+static inline float ls_k_hsum8_model(const float v[8]) {
+    return ((v[0] + v[4]) + (v[2] + v[6])) + ((v[1] + v[5]) + (v[3] + v[7]));
+}
+#if LS_K_AVX2
+static inline float ls_k_hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+#endif
 
 /* ---- weight type families ----
  * the 32-element blocks with Q8_0/Q8_1 activations (kernels_q.c);
@@ -140,5 +158,15 @@ void ls_k_dequant_row(ls_type t, const uint8_t *src, int64_t cols, float *dst);
  * _model variant is the portable scalar lane model, bit-identical */
 void ls_k_kq_rows(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1, float *y);
 void ls_k_kq_rows_model(const ls_weight *w, const ls_k_qact *a, int64_t r0, int64_t r1, float *y);
+
+/* ---- one variant's functions (kernels_table.c, kernels_dispatch.c) ---- */
+typedef struct ls_kv_table {
+    const char *path; /* what ls_kernel_path() reports */
+#define LS_KV_FIELD_R(ret, name, params, args) ret(*f_##name) params;
+#define LS_KV_FIELD_V(name, params, args) void(*f_##name) params;
+    LS_KV_FUNCS(LS_KV_FIELD_R, LS_KV_FIELD_V)
+#undef LS_KV_FIELD_R
+#undef LS_KV_FIELD_V
+} ls_kv_table;
 
 #endif

@@ -241,12 +241,6 @@ typedef struct kacc {
     float acc[8], accm[4], summs;
 } kacc;
 
-static inline float hsum8_model(const float a[8]) {
-    /* hsum_float_8: (hi + lo), then (0+2, 1+3), then their sum */
-    const float s0 = a[4] + a[0], s1 = a[5] + a[1], s2 = a[6] + a[2], s3 = a[7] + a[3];
-    return (s0 + s2) + (s1 + s3);
-}
-
 static void sb_model(ls_type t, const kunp *u, const int8_t *q8, float yd, const int16_t *bs, kacc *k) {
     int32_t lane[8] = {0}, mlane[8];
     for (int e = 0; e < QK_K; e++) lane[(e % 32) / 4] += u->sc[e / 16] * u->w[e] * q8[e];
@@ -274,7 +268,7 @@ static void sb_model(ls_type t, const kunp *u, const int8_t *q8, float yd, const
 }
 
 static float finish_model(ls_type t, const kacc *k) {
-    const float s = hsum8_model(k->acc);
+    const float s = ls_k_hsum8_model(k->acc);
     if (t == LS_TYPE_Q4_K) return s + ((k->accm[0] + k->accm[2]) + (k->accm[1] + k->accm[3]));
     if (t == LS_TYPE_Q5_K) return s + k->summs;
     return s;
@@ -309,7 +303,7 @@ static void iq4nl_rows_model(const uint8_t *w, size_t rb, const ls_k_qact *a, in
                 }
             float s8[8];
             for (int l = 0; l < 8; l++) s8[l] = acc[0][l] + acc[1][l];
-            float s = hsum8_model(s8);
+            float s = ls_k_hsum8_model(s8);
             if (b < nb) {
                 const uint8_t *blk = wr + (size_t)b * 18;
                 iq4nl_lanes(blk, q + b * 32, lane);
@@ -507,13 +501,6 @@ LS_ALWAYS_INLINE __m256i sb_lanes(const ls_type t, const kvec *v, const int8_t *
     return sumi;
 }
 
-LS_ALWAYS_INLINE float hsum8k(__m256 x) {
-    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
-    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
-    r = _mm_add_ss(r, _mm_movehdup_ps(r));
-    return _mm_cvtss_f32(r);
-}
-
 /* y[(c0+c)*ys] for c < C: one weight row against activation rows c0.. */
 LS_ALWAYS_INLINE void k_tile(const ls_type t, const int C, const uint8_t *wr, const ls_k_qact *a, int64_t c0,
                              float *y, int64_t ys) {
@@ -560,7 +547,7 @@ LS_ALWAYS_INLINE void k_tile(const ls_type t, const int C, const uint8_t *wr, co
     }
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
-        float s = hsum8k(acc[c]);
+        float s = ls_k_hsum8(acc[c]);
         if (t == LS_TYPE_Q4_K) {
             __m128 m = _mm_add_ps(accm[c], _mm_movehl_ps(accm[c], accm[c]));
             m = _mm_add_ss(m, _mm_movehdup_ps(m));
@@ -617,7 +604,7 @@ LS_ALWAYS_INLINE void iq4nl_tile(const int C, const uint8_t *wr, const ls_k_qact
 #pragma GCC unroll 4
     for (int c = 0; c < C; c++) {
         const int64_t i = c0 + c;
-        float s = hsum8k(_mm256_add_ps(acc[0][c], acc[1][c]));
+        float s = ls_k_hsum8(_mm256_add_ps(acc[0][c], acc[1][c]));
         if (b < nb) {
             const uint8_t *blk = wr + (size_t)b * 18;
             const __m256i ws = iq4_lookup(_mm_loadu_si128((const __m128i *)(blk + 2)));

@@ -185,13 +185,6 @@ LS_ALWAYS_INLINE __m256i dot_u8s8(__m256i a, __m256i b) {
 #endif
 }
 
-LS_ALWAYS_INLINE float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* 16 bytes of nibbles: low nibbles to bytes 0..15, high to 16..31 */
 LS_ALWAYS_INLINE __m256i nibbles(const uint8_t *p) {
     const __m256i t = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p));
@@ -316,7 +309,7 @@ LS_ALWAYS_INLINE void q_tile(const ls_type type, const bool exact, const int R, 
     for (int c = 0; c < C; c++)
 #pragma GCC unroll 4
         for (int r = 0; r < R; r++)
-            y[(c0 + c) * ys + r] = q41 && exact ? hsum8(acc[r][c]) + summ[r][c] : hsum8(acc[r][c]);
+            y[(c0 + c) * ys + r] = q41 && exact ? ls_k_hsum8(acc[r][c]) + summ[r][c] : ls_k_hsum8(acc[r][c]);
 }
 
 LS_ALWAYS_INLINE void q_rows(const ls_type type, const bool exact, const uint8_t *w, size_t rb, const ls_k_qact *a,
@@ -354,12 +347,17 @@ LS_ALWAYS_INLINE void q_rows(const ls_type type, const bool exact, const uint8_t
     }
 }
 
-#else /* portable scalar kernels (summing in llama.cpp's scalar order) */
+#else /* portable: a scalar model of the AVX2 tile above, bit for bit */
 
+/* Each (weight row, activation row) pair as q_tile computes it: lane l of
+ * block b holds the exact integer sum of products of elements 4l..4l+3,
+ * converted to float and fused into lane l of the accumulator with the
+ * block's d_w*d_x; Q4_1/Q5_1 add m_w*s_x in lanes (fast order: odd lane
+ * 2k+1 starts with the blocks b = k mod 4) or after the reduction in block
+ * order (exact). fmaf is the fused multiply-add the vector path uses. */
 LS_ALWAYS_INLINE void q_rows(const ls_type type, const bool exact, const uint8_t *w, size_t rb, const ls_k_qact *a,
                              int64_t r0, int64_t r1, float *y, int64_t ys, uint8_t *aux) {
     (void)aux;
-    (void)exact;
     const int64_t nb = a->nb, cols = a->cols;
     const bool q41 = ls_k_has_min(type);
     const int64_t sl = q41 ? 2 * a->nbp : a->nbp;
@@ -369,18 +367,25 @@ LS_ALWAYS_INLINE void q_rows(const ls_type type, const bool exact, const uint8_t
         for (int64_t i = 0; i < a->n; i++) {
             const int8_t *qy = a->q + i * cols;
             const float *di = a->d + i * sl;
-            float sum = 0.0f, summ = 0.0f;
+            float acc[8] = {0}, summ = 0.0f;
+            if (q41 && !exact)
+                for (int64_t b = 0; b < nb; b++)
+                    acc[2 * (b & 3) + 1] += ls_k_h2f(ls_k_rd16(wr + (size_t)b * bb + 2)) * di[2 * b + 1];
+            if (q41 && exact)
+                for (int64_t b = 0; b < nb; b++) summ += ls_k_h2f(ls_k_rd16(wr + (size_t)b * bb + 2)) * di[2 * b + 1];
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *blk = wr + (size_t)b * bb;
                 const int8_t *yb = qy + b * LS_K_QK;
-                const float dw = ls_k_h2f(ls_k_rd16(blk));
-                int isum = 0, qw[LS_K_QK];
+                const float s = ls_k_h2f(ls_k_rd16(blk)) * di[q41 ? 2 * b : b];
+                int qw[LS_K_QK];
                 ls_k_block_ints(type, blk, qw);
-                for (int j = 0; j < LS_K_QK; j++) isum += qw[j] * yb[j];
-                sum += (dw * di[q41 ? 2 * b : b]) * (float)isum;
-                if (q41) summ += ls_k_h2f(ls_k_rd16(blk + 2)) * di[2 * b + 1];
+                for (int l = 0; l < 8; l++) {
+                    int lane = 0;
+                    for (int e = 4 * l; e < 4 * l + 4; e++) lane += qw[e] * yb[e];
+                    acc[l] = fmaf((float)lane, s, acc[l]);
+                }
             }
-            y[i * ys + r] = sum + summ;
+            y[i * ys + r] = q41 && exact ? ls_k_hsum8_model(acc) + summ : ls_k_hsum8_model(acc);
         }
     }
 }

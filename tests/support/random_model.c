@@ -150,10 +150,13 @@ static uint8_t *encode_lowbit(ls_type t, float *vals, int64_t rows, int64_t cols
         case LS_TYPE_Q6_K: d = ls_f32_to_f16(a / 2048); at_d = 208; break;
         case LS_TYPE_IQ4_XS: d = ls_f32_to_f16(a / 2032); break;
         case LS_TYPE_IQ4_NL: d = ls_f32_to_f16(a / 127); break;
+        case LS_TYPE_Q5_0: d = ls_f32_to_f16(a / 16); break;
+        case LS_TYPE_Q5_1: d = ls_f32_to_f16(a / 16); dmin = ls_f32_to_f16(-a); break;
         default: abort();
         }
         memcpy(blk + at_d, &d, 2);
-        if (t == LS_TYPE_Q2_K || t == LS_TYPE_Q4_K || t == LS_TYPE_Q5_K) memcpy(blk + at_m, &dmin, 2);
+        if (t == LS_TYPE_Q2_K || t == LS_TYPE_Q4_K || t == LS_TYPE_Q5_K || t == LS_TYPE_Q5_1)
+            memcpy(blk + at_m, &dmin, 2);
     }
     const ls_weight w = {.type = t, .rows = rows, .cols = cols, .data = out};
     for (int64_t r = 0; r < rows; r++) ls_weight_get_row(&w, r, vals + r * cols);
