@@ -53,10 +53,11 @@ const ls_tokenizer *ls_model_tokenizer(const ls_model *m);
 uint64_t ls_model_weight_bytes(const ls_model *m, int l0, int l1, bool embed, bool head);
 /* read a layer range's weights once so later use does not page-fault */
 void ls_model_touch(const ls_model *m, int l0, int l1, bool embed, bool head);
-/* the matmul kernels this build runs: "avx2", "avx2+avx512vnni",
- * "avx2+avxvnni" or "portable" (chosen when the engine is compiled:
- * -march=native, or scalar with LS_PORTABLE; every path gives the AVX2
- * path's results bit for bit for the block-quantized types) */
+/* the kernels this process runs: "avx512" (AVX-512 F/BW/DQ/VL + VNNI + BF16),
+ * "avxvnni", "avx2" or "portable" (scalar). Chosen at run time: the best the
+ * CPU supports, or the one the environment variable LS_KERNELS names. Every
+ * variant gives the same bits (a scalar model of the AVX2 lanes), so the
+ * choice changes speed, never output. */
 const char *ls_kernel_path(void);
 
 /* ---- KV cache for one sequence, layers [l0, l1), n_ctx positions, fp16 ---- */
