@@ -263,11 +263,11 @@ static void test_vector_ops(void) {
     n_run += compared;
 }
 
-static void attn_under(const char *v, ls_attn_job *j, float *out, int nth) {
+static void attn_under(const char *v, ls_attn_batch *b, ls_attn_job *jobs, float *out, int nth) {
     ls_kernels_use(v);
-    j->out = out;
+    jobs[0].out = out;
     ls_pool *pool = nth > 1 ? ls_pool_create(nth) : NULL;
-    ls_pool_run(pool, ls_attn_worker, j);
+    ls_pool_run(pool, ls_attn_worker, b);
     ls_pool_free(pool);
 }
 
@@ -286,15 +286,15 @@ static void test_attention(void) {
         const int nth = 2;
         float *scratch = malloc(sizeof(float) * ls_attn_scratch_floats(hd) * nth);
         float *scores = malloc(sizeof(float) * LS_ATTN_QB * ctx * nth);
-        ls_attn_job j = {.head_dim = hd, .n_heads = nh, .n_kv_heads = nkv, .pos = pos, .n = n,
-                         .qb = n == 1 ? 1 : 4, .q = q, .k = k, .v = v, .kv_stride = (size_t)nkv * hd,
-                         .scratch = scratch, .scores = scores, .scores_cap = ctx};
+        ls_attn_job jobs[1] = {{.pos = pos, .n = n, .qb = n == 1 ? 1 : 4, .q = q, .k = k, .v = v}};
+        ls_attn_batch b = {.head_dim = hd, .n_heads = nh, .n_kv_heads = nkv, .kv_stride = (size_t)nkv * hd,
+                           .jobs = jobs, .n_jobs = 1, .scratch = scratch, .scores = scores, .scores_cap = ctx};
         const int64_t m = (int64_t)n * nh * hd;
         float *want = malloc(sizeof(float) * (size_t)m), *got = malloc(sizeof(float) * (size_t)m);
-        attn_under("portable", &j, want, 1);
+        attn_under("portable", &b, jobs, want, 1);
         for (int s = 0; s < n_simd; s++)
             for (int t = 1; t <= nth; t++) {
-                attn_under(simd[s], &j, got, t);
+                attn_under(simd[s], &b, jobs, got, t);
                 int64_t at = -1;
                 CHECK(same_bits(want, got, m, &at));
                 compared++;

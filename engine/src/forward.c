@@ -92,6 +92,7 @@ struct ls_ctx {
     int scores_cap;
     float *rope_cos;      /* (B, head_dim/2) */
     float *rope_sin;      /* (B, head_dim/2) */
+    ls_attn_job *jobs;    /* (B) one attention job per sequence of a call */
     bool exact;           /* per-row matrix products for any batch size */
     ls_counters counters;
 };
@@ -122,8 +123,9 @@ ls_status ls_ctx_create(const ls_model *m, int n_threads, int max_batch, ls_ctx 
     x->rope_sin = malloc(B * (c->head_dim / 2) * sizeof(float));
     x->pool = ls_pool_create(n_threads);
     x->vacc = malloc(sizeof(float) * ls_attn_scratch_floats(c->head_dim) * (size_t)n_threads);
+    x->jobs = malloc(B * sizeof(ls_attn_job));
     if (!x->xb || !x->q || !x->k || !x->v || !x->att || !x->hb || !x->hb2 || !x->tmp ||
-        !x->rope_cos || !x->rope_sin || !x->pool || !x->vacc) {
+        !x->rope_cos || !x->rope_sin || !x->pool || !x->vacc || !x->jobs) {
         ls_ctx_free(x);
         return ls_err_set(err, LS_ERR_NOMEM, "out of memory for a batch of %d positions", max_batch);
     }
@@ -135,7 +137,7 @@ void ls_ctx_free(ls_ctx *x) {
     if (!x) return;
     free(x->xb); free(x->q); free(x->k); free(x->v); free(x->att);
     free(x->hb); free(x->hb2); free(x->tmp); free(x->scores); free(x->vacc);
-    free(x->rope_cos); free(x->rope_sin);
+    free(x->rope_cos); free(x->rope_sin); free(x->jobs);
     if (x->pool) ls_pool_free(x->pool);
     free(x);
 }
@@ -157,20 +159,24 @@ ls_status ls_embed(ls_ctx *c, const int32_t *tokens, int n, float *hidden, ls_er
     return LS_OK;
 }
 
-/* rotary tables for positions pos..pos+n-1, the way llama.cpp builds them */
-static void rope_tables(ls_ctx *c, int pos, int n) {
+/* rotary tables for the rows of a call (sequence s's rows are its positions
+ * pos..pos+n-1, sequences one after another), the way llama.cpp builds them */
+static void rope_tables(ls_ctx *c, const ls_seq_slice *seqs, int n_seqs) {
     const ls_model *m = c->m;
     const int half = m->cfg.head_dim / 2;
     const float theta_scale = powf(m->cfg.rope_theta, -2.0f / (float)m->cfg.head_dim);
-    for (int i = 0; i < n; i++) {
-        float theta = (float)(pos + i);
-        float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
-        for (int j = 0; j < half; j++) {
-            float ff = m->rope_factors ? m->rope_factors[j] : 1.0f;
-            float t = m->rope_freq_scale * (theta / ff);
-            cs[j] = cosf(t);
-            sn[j] = sinf(t);
-            theta *= theta_scale;
+    int i = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        for (int p = seqs[s].pos; p < seqs[s].pos + seqs[s].n; p++, i++) {
+            float theta = (float)p;
+            float *cs = c->rope_cos + (size_t)i * half, *sn = c->rope_sin + (size_t)i * half;
+            for (int j = 0; j < half; j++) {
+                float ff = m->rope_factors ? m->rope_factors[j] : 1.0f;
+                float t = m->rope_freq_scale * (theta / ff);
+                cs[j] = cosf(t);
+                sn[j] = sinf(t);
+                theta *= theta_scale;
+            }
         }
     }
 }
@@ -204,11 +210,13 @@ static void matmul(ls_ctx *c, const ls_weight *w, const float *x, int n, float *
     else ls_matmul(c->pool, w, x, n, y);
 }
 
-/* make room for attention scores over pos + n keys */
-static ls_status scores_reserve(ls_ctx *c, const ls_kv *kv, int pos, int n, ls_err *err) {
-    if (c->scores_cap >= pos + n) return LS_OK;
+/* make room for attention scores over up to n_ctx keys of every sequence */
+static ls_status scores_reserve(ls_ctx *c, const ls_seq_slice *seqs, int n_seqs, ls_err *err) {
+    int cap = 0;
+    for (int s = 0; s < n_seqs; s++)
+        if (seqs[s].kv->n_ctx > cap) cap = seqs[s].kv->n_ctx;
+    if (c->scores_cap >= cap) return LS_OK;
     const int nth = ls_pool_size(c->pool);
-    int cap = kv->n_ctx;
     float *s = realloc(c->scores, sizeof(float) * (size_t)cap * LS_ATTN_QB * (size_t)nth);
     if (!s) return ls_err_set(err, LS_ERR_NOMEM, "out of memory for attention scores");
     c->scores = s;
@@ -226,11 +234,12 @@ static int attn_block(const ls_ctx *c, int n) {
     return attn_qb > LS_ATTN_QB ? LS_ATTN_QB : attn_qb;
 }
 
-/* One decoder layer over n positions (rope tables already built for pos):
- * attention with cache layer l of kv, then the feed-forward part when
- * ffn > 0 (its width; the model's layers use cfg->ffn_dim) */
-static void layer_body(ls_ctx *c, const ls_layer *L, ls_rope_kind rk, int ffn, ls_kv *kv, int l, int pos, int n,
-                       float *hidden) {
+/* One decoder layer over the n rows of a call (rope tables already built):
+ * each sequence's attention with cache layer l of its kv, then the
+ * feed-forward part when ffn > 0 (its width; the model's layers use
+ * cfg->ffn_dim). The matrix products take all rows at once. */
+static void layer_body(ls_ctx *c, const ls_layer *L, ls_rope_kind rk, int ffn, const ls_seq_slice *seqs, int n_seqs,
+                       int l, int n, float *hidden) {
     const ls_config *cfg = &c->m->cfg;
     const int dim = cfg->dim, hd = cfg->head_dim, nh = cfg->n_heads, nkv = cfg->n_kv_heads;
     const int qdim = nh * hd, kv_dim = nkv * hd;
@@ -240,18 +249,24 @@ static void layer_body(ls_ctx *c, const ls_layer *L, ls_rope_kind rk, int ffn, l
     matmul(c, &L->wq, c->xb, n, c->q);
     matmul(c, &L->wk, c->xb, n, c->k);
     matmul(c, &L->wv, c->xb, n, c->v);
-    for (int i = 0; i < n; i++) {
-        rope_apply(c, rk, c->q + (size_t)i * qdim, nh, i);
-        rope_apply(c, rk, c->k + (size_t)i * kv_dim, nkv, i);
-        ls_f32_to_f16_row(kv->k + kv_off(kv, l, pos + i), c->k + (size_t)i * kv_dim, kv_dim);
-        ls_f32_to_f16_row(kv->v + kv_off(kv, l, pos + i), c->v + (size_t)i * kv_dim, kv_dim);
+    for (int s = 0, i = 0; s < n_seqs; s++) {
+        ls_kv *kv = seqs[s].kv;
+        const int pos = seqs[s].pos, i0 = i;
+        for (; i < i0 + seqs[s].n; i++) {
+            rope_apply(c, rk, c->q + (size_t)i * qdim, nh, i);
+            rope_apply(c, rk, c->k + (size_t)i * kv_dim, nkv, i);
+            ls_f32_to_f16_row(kv->k + kv_off(kv, l, pos + i - i0), c->k + (size_t)i * kv_dim, kv_dim);
+            ls_f32_to_f16_row(kv->v + kv_off(kv, l, pos + i - i0), c->v + (size_t)i * kv_dim, kv_dim);
+        }
+        kv->len[l - kv->l0] = pos + seqs[s].n;
+        c->jobs[s] = (ls_attn_job){.pos = pos, .n = seqs[s].n, .qb = attn_block(c, seqs[s].n),
+                                   .q = c->q + (size_t)i0 * qdim, .k = kv->k + kv_off(kv, l, 0),
+                                   .v = kv->v + kv_off(kv, l, 0), .out = c->att + (size_t)i0 * qdim};
     }
-    kv->len[l - kv->l0] = pos + n;
-    ls_attn_job job = {.head_dim = hd, .n_heads = nh, .n_kv_heads = nkv, .pos = pos, .n = n, .qb = attn_block(c, n),
-                       .q = c->q, .k = kv->k + kv_off(kv, l, 0), .v = kv->v + kv_off(kv, l, 0),
-                       .kv_stride = (size_t)kv_dim, .out = c->att, .scratch = c->vacc, .scores = c->scores,
-                       .scores_cap = c->scores_cap};
-    ls_pool_run(c->pool, ls_attn_worker, &job);
+    ls_attn_batch batch = {.head_dim = hd, .n_heads = nh, .n_kv_heads = nkv, .kv_stride = (size_t)kv_dim,
+                           .jobs = c->jobs, .n_jobs = n_seqs, .scratch = c->vacc, .scores = c->scores,
+                           .scores_cap = c->scores_cap};
+    ls_pool_run(c->pool, ls_attn_worker, &batch);
     matmul(c, &L->wo, c->att, n, c->tmp);
     for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
     if (ffn <= 0) return;
@@ -267,27 +282,49 @@ static void layer_body(ls_ctx *c, const ls_layer *L, ls_rope_kind rk, int ffn, l
     for (size_t i = 0; i < (size_t)n * dim; i++) hidden[i] += c->tmp[i];
 }
 
-ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float *hidden, ls_err *err) {
+ls_status ls_forward_multi(ls_ctx *c, const ls_seq_slice *seqs, int n_seqs, int l0, int l1, float *hidden,
+                           ls_err *err) {
     const ls_model *m = c->m;
     const ls_config *cfg = &m->cfg;
-    if (n < 1 || n > c->max_batch)
-        return ls_err_set(err, LS_ERR_INVALID, "batch of %d positions is outside [1, %d]", n, c->max_batch);
-    if (l0 < kv->l0 || l1 > kv->l1 || l0 >= l1)
-        return ls_err_set(err, LS_ERR_INVALID, "layer range [%d, %d) is not held by this KV cache [%d, %d)", l0, l1, kv->l0, kv->l1);
-    if (pos < 0 || pos + n > kv->n_ctx)
-        return ls_err_set(err, LS_ERR_RANGE, "positions [%d, %d) exceed the context size %d", pos, pos + n, kv->n_ctx);
-    for (int l = l0; l < l1; l++)
-        if (ls_kv_len(kv, l) < pos)
-            return ls_err_set(err, LS_ERR_INVALID, "layer %d has %d cached positions; cannot run position %d", l, ls_kv_len(kv, l), pos);
-    ls_status st = scores_reserve(c, kv, pos, n, err);
+    if (n_seqs < 1 || n_seqs > c->max_batch)
+        return ls_err_set(err, LS_ERR_INVALID, "%d sequences in one call is outside [1, %d]", n_seqs, c->max_batch);
+    int n = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const ls_kv *kv = seqs[s].kv;
+        const int pos = seqs[s].pos, k = seqs[s].n;
+        if (!kv) return ls_err_set(err, LS_ERR_INVALID, "sequence %d has no KV cache", s);
+        if (k < 1 || k > c->max_batch - n)
+            return ls_err_set(err, LS_ERR_INVALID, "batch of %d positions (sequence %d: %d) is outside [1, %d]",
+                              n + k, s, k, c->max_batch);
+        n += k;
+        if (l0 < kv->l0 || l1 > kv->l1 || l0 >= l1)
+            return ls_err_set(err, LS_ERR_INVALID, "layer range [%d, %d) is not held by this KV cache [%d, %d)", l0, l1,
+                              kv->l0, kv->l1);
+        if (pos < 0 || pos + k > kv->n_ctx)
+            return ls_err_set(err, LS_ERR_RANGE, "positions [%d, %d) exceed the context size %d", pos, pos + k,
+                              kv->n_ctx);
+        for (int l = l0; l < l1; l++)
+            if (ls_kv_len(kv, l) < pos)
+                return ls_err_set(err, LS_ERR_INVALID, "layer %d has %d cached positions; cannot run position %d", l,
+                                  ls_kv_len(kv, l), pos);
+        for (int t = 0; t < s; t++)
+            if (seqs[t].kv == kv)
+                return ls_err_set(err, LS_ERR_INVALID, "sequences %d and %d share one KV cache", t, s);
+    }
+    ls_status st = scores_reserve(c, seqs, n_seqs, err);
     if (st != LS_OK) return st;
-    rope_tables(c, pos, n);
+    rope_tables(c, seqs, n_seqs);
     for (int l = l0; l < l1; l++) {
-        layer_body(c, &m->layers[l], cfg->rope_kind, cfg->ffn_dim, kv, l, pos, n, hidden);
+        layer_body(c, &m->layers[l], cfg->rope_kind, cfg->ffn_dim, seqs, n_seqs, l, n, hidden);
         if (l < 256) c->counters.layer_positions[l] += (uint64_t)n;
     }
     c->counters.forward_calls++;
     return LS_OK;
+}
+
+ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n, float *hidden, ls_err *err) {
+    const ls_seq_slice one = {.kv = kv, .pos = pos, .n = n};
+    return ls_forward_multi(c, &one, 1, l0, l1, hidden, err);
 }
 
 ls_status ls_forward_block(ls_ctx *c, const ls_layer *blk, int ffn_dim, ls_kv *kv, int pos, int n, float *hidden,
@@ -302,10 +339,11 @@ ls_status ls_forward_block(ls_ctx *c, const ls_layer *blk, int ffn_dim, ls_kv *k
     if (ffn_dim > c->m->cfg.ffn_dim)
         return ls_err_set(err, LS_ERR_INVALID, "block feed-forward width %d exceeds the model's %d", ffn_dim,
                           c->m->cfg.ffn_dim);
-    ls_status st = scores_reserve(c, kv, pos, n, err);
+    const ls_seq_slice one = {.kv = kv, .pos = pos, .n = n};
+    ls_status st = scores_reserve(c, &one, 1, err);
     if (st != LS_OK) return st;
-    rope_tables(c, pos, n);
-    layer_body(c, blk, LS_ROPE_NORM, ffn_dim, kv, kv->l0, pos, n, hidden);
+    rope_tables(c, &one, 1);
+    layer_body(c, blk, LS_ROPE_NORM, ffn_dim, &one, 1, kv->l0, n, hidden);
     return LS_OK;
 }
 

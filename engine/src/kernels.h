@@ -92,28 +92,34 @@ float ls_dot_f16_f32(const uint16_t *a, const float *b, int64_t n);
 /* y += a * x (x in fp16) */
 void ls_axpy_f16(float *y, float a, const uint16_t *x, int64_t n);
 
-/* ---- attention over an fp16 KV cache (kernels_attn.c) ----
- * A task is up to qb (<= LS_ATTN_QB) queries (position i, head h) of one KV
- * head; ls_pool_run(pool, ls_attn_worker, &job) runs all n positions x
- * n_heads queries of one layer. Position i (0-based in the batch) attends
- * to cache rows [0, pos + i]. Arithmetic: llama.cpp's single-token path
- * (fp16-rounded queries, ggml_vec_dot_f16 order, ggml's softmax, fp16
- * probabilities), the same for every position of any batch. */
+/* ---- attention over fp16 KV caches (kernels_attn.c) ----
+ * ls_pool_run(pool, ls_attn_worker, &batch) runs one layer's attention for
+ * several sequences at once: job s holds n positions x n_heads queries of
+ * one sequence, whose position i (0-based in the job) attends to rows
+ * [0, pos + i] of that sequence's cache. A task is up to qb (<= LS_ATTN_QB)
+ * queries of one KV head of one job; tasks of all jobs are spread over the
+ * threads. Arithmetic: llama.cpp's single-token path (fp16-rounded
+ * queries, ggml_vec_dot_f16 order, ggml's softmax, fp16 probabilities), the
+ * same for every position of any batch. */
 #define LS_ATTN_QB 8
 /* scratch floats per thread: LS_ATTN_QB widened queries, one widened row,
  * LS_ATTN_QB x 32 partial output rows */
 static inline size_t ls_attn_scratch_floats(int hd) { return ((size_t)LS_ATTN_QB * 33 + 1) * (size_t)hd; }
 typedef struct ls_attn_job {
-    int head_dim, n_heads, n_kv_heads;
     int pos, n, qb;
     const float *q;           /* (n, n_heads, head_dim) rotated queries */
     const uint16_t *k, *v;    /* cache row t of this layer at k + t * kv_stride */
-    size_t kv_stride;         /* elements between positions (n_kv_heads * head_dim) */
     float *out;               /* (n, n_heads, head_dim) */
+} ls_attn_job;
+typedef struct ls_attn_batch {
+    int head_dim, n_heads, n_kv_heads;
+    size_t kv_stride;         /* elements between positions (n_kv_heads * head_dim) */
+    const ls_attn_job *jobs;
+    int n_jobs;
     float *scratch;           /* (threads, ls_attn_scratch_floats(head_dim)) */
     float *scores;            /* (threads, LS_ATTN_QB, scores_cap) */
-    int scores_cap;           /* >= pos + n */
-} ls_attn_job;
+    int scores_cap;           /* >= every job's pos + n */
+} ls_attn_batch;
 void ls_attn_worker(void *arg, int ith, int nth);
 
 /* ---- kernel variants (kernels_dispatch.c, kernels_variants.h) ----

@@ -102,71 +102,77 @@ static inline void axpy_ggml_f32(float *y, float a, const float *x, int n) {
 }
 
 /* head kvh of cache row t */
-static inline const uint16_t *kv_row(const uint16_t *base, const ls_attn_job *j, int t, int kvh) {
-    return base + (size_t)t * j->kv_stride + (size_t)kvh * (size_t)j->head_dim;
+static inline const uint16_t *kv_row(const uint16_t *base, const ls_attn_batch *b, int t, int kvh) {
+    return base + (size_t)t * b->kv_stride + (size_t)kvh * (size_t)b->head_dim;
 }
 
-/* A task is up to qb queries (position i, head h) of one KV head. Each query
- * gets scores over its cached keys, a softmax, and the weighted sum of the
- * cached values, out[d] = sum_t fp16(p_t) * v_t[d] in ggml's dot order over
- * t (lane t%8 of accumulator (t/8)%4), exactly as one query alone would: the
- * queries only share the widening of each K and V row (verification batches
- * and prefill read every row once per task, not once per query). */
+/* A task is up to qb queries (position i, head h) of one KV head of one job.
+ * Each query gets scores over its cached keys, a softmax, and the weighted
+ * sum of the cached values, out[d] = sum_t fp16(p_t) * v_t[d] in ggml's dot
+ * order over t (lane t%8 of accumulator (t/8)%4), exactly as one query alone
+ * would: the queries only share the widening of each K and V row
+ * (verification batches and prefill read every row once per task, not once
+ * per query). */
 void ls_attn_worker(void *arg, int ith, int nth) {
-    const ls_attn_job *j = arg;
-    const int hd = j->head_dim, nh = j->n_heads, nkv = j->n_kv_heads, group = nh / nkv;
+    const ls_attn_batch *b = arg;
+    const int hd = b->head_dim, nh = b->n_heads, nkv = b->n_kv_heads, group = nh / nkv;
+    const size_t cap = (size_t)b->scores_cap;
     const float scale = 1.0f / sqrtf((float)hd);
-    const int nq_all = j->n * group, chunks = (nq_all + j->qb - 1) / j->qb;
-    float *qf = j->scratch + (size_t)ith * ls_attn_scratch_floats(hd); /* (QB, hd) */
-    float *row = qf + (size_t)LS_ATTN_QB * hd;                       /* (hd) */
-    float *acc = row + hd;                                         /* (QB, 32, hd) */
-    float *scores = j->scores + (size_t)ith * LS_ATTN_QB * (size_t)j->scores_cap; /* (QB, scores_cap) */
+    float *qf = b->scratch + (size_t)ith * ls_attn_scratch_floats(hd); /* (QB, hd) */
+    float *row = qf + (size_t)LS_ATTN_QB * hd;                          /* (hd) */
+    float *acc = row + hd;                                              /* (QB, 32, hd) */
+    float *scores = b->scores + (size_t)ith * LS_ATTN_QB * cap;          /* (QB, scores_cap) */
     uint16_t qh16[1024];
-    for (int task = ith; task < nkv * chunks; task += nth) {
-        const int kvh = task / chunks, q0 = (task % chunks) * j->qb;
-        const int nq = nq_all - q0 < j->qb ? nq_all - q0 : j->qb;
-        int qi[LS_ATTN_QB], qhead[LS_ATTN_QB], nk[LS_ATTN_QB], max_keys = 0;
-        for (int a = 0; a < nq; a++) {
-            qi[a] = (q0 + a) / group;
-            qhead[a] = kvh * group + (q0 + a) % group;
-            nk[a] = j->pos + qi[a] + 1;
-            if (nk[a] > max_keys) max_keys = nk[a];
-            /* llama.cpp multiplies fp16 K by fp16-rounded Q */
-            ls_f32_to_f16_row(qh16, j->q + ((size_t)qi[a] * nh + qhead[a]) * hd, hd);
-            ls_f16_to_f32_row(qf + (size_t)a * hd, qh16, hd);
-        }
-        if (nq == 1) { /* one query: widening in registers beats a shared row */
-            for (int t = 0; t < max_keys; t++)
-                scores[t] = dot_f16_ggml(kv_row(j->k, j, t, kvh), qh16, hd) * scale;
-        } else for (int t = 0; t < max_keys; t++) {
-            ls_f16_to_f32_row(row, kv_row(j->k, j, t, kvh), hd);
-            for (int a = 0; a < nq; a++)
-                if (t < nk[a]) scores[(size_t)a * (size_t)j->scores_cap + t] = dot_ggml_f32(row, qf + (size_t)a * hd, hd) * scale;
-        }
-        for (int a = 0; a < nq; a++) ls_softmax(scores + (size_t)a * (size_t)j->scores_cap, nk[a]);
-        memset(acc, 0, sizeof(float) * 32 * (size_t)hd * (size_t)nq);
-        if (nq == 1) {
-            for (int t = 0; t < max_keys; t++) {
-                const float p = ls_f16_to_f32(ls_f32_to_f16(scores[t]));
-                ls_axpy_f16(acc + (size_t)(t & 31) * hd, p, kv_row(j->v, j, t, kvh), hd);
-            }
-        } else for (int t = 0; t < max_keys; t++) {
-            ls_f16_to_f32_row(row, kv_row(j->v, j, t, kvh), hd);
+    /* tasks are numbered job by job; this thread takes ith, ith + nth, ... */
+    int task = ith, first = 0;
+    for (int js = 0; js < b->n_jobs; js++) {
+        const ls_attn_job *j = &b->jobs[js];
+        const int nq_all = j->n * group, chunks = (nq_all + j->qb - 1) / j->qb, n_tasks = nkv * chunks;
+        for (; task < first + n_tasks; task += nth) {
+            const int kvh = (task - first) / chunks, q0 = ((task - first) % chunks) * j->qb;
+            const int nq = nq_all - q0 < j->qb ? nq_all - q0 : j->qb;
+            int qi[LS_ATTN_QB], qhead[LS_ATTN_QB], nk[LS_ATTN_QB], max_keys = 0;
             for (int a = 0; a < nq; a++) {
-                if (t >= nk[a]) continue;
-                const float p = ls_f16_to_f32(ls_f32_to_f16(scores[(size_t)a * (size_t)j->scores_cap + t]));
-                axpy_ggml_f32(acc + ((size_t)a * 32 + (size_t)(t & 31)) * hd, p, row, hd);
+                qi[a] = (q0 + a) / group;
+                qhead[a] = kvh * group + (q0 + a) % group;
+                nk[a] = j->pos + qi[a] + 1;
+                if (nk[a] > max_keys) max_keys = nk[a];
+                /* llama.cpp multiplies fp16 K by fp16-rounded Q */
+                ls_f32_to_f16_row(qh16, j->q + ((size_t)qi[a] * nh + qhead[a]) * hd, hd);
+                ls_f16_to_f32_row(qf + (size_t)a * hd, qh16, hd);
+            }
+            if (nq == 1) { /* one query: widening in registers beats a shared row */
+                for (int t = 0; t < max_keys; t++) scores[t] = dot_f16_ggml(kv_row(j->k, b, t, kvh), qh16, hd) * scale;
+            } else for (int t = 0; t < max_keys; t++) {
+                ls_f16_to_f32_row(row, kv_row(j->k, b, t, kvh), hd);
+                for (int a = 0; a < nq; a++)
+                    if (t < nk[a]) scores[(size_t)a * cap + t] = dot_ggml_f32(row, qf + (size_t)a * hd, hd) * scale;
+            }
+            for (int a = 0; a < nq; a++) ls_softmax(scores + (size_t)a * cap, nk[a]);
+            memset(acc, 0, sizeof(float) * 32 * (size_t)hd * (size_t)nq);
+            if (nq == 1) {
+                for (int t = 0; t < max_keys; t++) {
+                    const float p = ls_f16_to_f32(ls_f32_to_f16(scores[t]));
+                    ls_axpy_f16(acc + (size_t)(t & 31) * hd, p, kv_row(j->v, b, t, kvh), hd);
+                }
+            } else for (int t = 0; t < max_keys; t++) {
+                ls_f16_to_f32_row(row, kv_row(j->v, b, t, kvh), hd);
+                for (int a = 0; a < nq; a++) {
+                    if (t >= nk[a]) continue;
+                    const float p = ls_f16_to_f32(ls_f32_to_f16(scores[(size_t)a * cap + t]));
+                    axpy_ggml_f32(acc + ((size_t)a * 32 + (size_t)(t & 31)) * hd, p, row, hd);
+                }
+            }
+            for (int a = 0; a < nq; a++) {
+                const float *ac = acc + (size_t)a * 32 * hd;
+                float *out = j->out + ((size_t)qi[a] * nh + qhead[a]) * hd;
+                for (int d = 0; d < hd; d++) {
+                    float lanes[4][8];
+                    for (int r = 0; r < 32; r++) lanes[r >> 3][r & 7] = ac[(size_t)r * hd + d];
+                    out[d] = reduce_4x8(lanes);
+                }
             }
         }
-        for (int a = 0; a < nq; a++) {
-            const float *ac = acc + (size_t)a * 32 * hd;
-            float *out = j->out + ((size_t)qi[a] * nh + qhead[a]) * hd;
-            for (int d = 0; d < hd; d++) {
-                float lanes[4][8];
-                for (int r = 0; r < 32; r++) lanes[r >> 3][r & 7] = ac[(size_t)r * hd + d];
-                out[d] = reduce_4x8(lanes);
-            }
-        }
+        first += n_tasks;
     }
 }
-

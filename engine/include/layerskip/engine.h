@@ -97,6 +97,18 @@ ls_status ls_embed(ls_ctx *c, const int32_t *tokens, int n, float *hidden, ls_er
  * call writes positions [pos, pos+n) and sets the length to pos+n. */
 ls_status ls_forward(ls_ctx *c, ls_kv *kv, int l0, int l1, int pos, int n,
                      float *hidden, ls_err *err);
+/* Several sequences in one call: each with its own KV cache (distinct
+ * caches) and positions; hidden holds sequence 0's rows, then sequence 1's,
+ * ... (at most max_batch rows in all). Every matrix product reads its
+ * weights once for all rows; attention stays per sequence. In exact mode a
+ * row's result is bit for bit what ls_forward on its sequence alone gives
+ * (tests/test_forward_multi.c). The same checks as ls_forward, per sequence. */
+typedef struct ls_seq_slice {
+    ls_kv *kv;
+    int pos, n; /* positions pos..pos+n-1 of this sequence */
+} ls_seq_slice;
+ls_status ls_forward_multi(ls_ctx *c, const ls_seq_slice *seqs, int n_seqs, int l0, int l1, float *hidden,
+                           ls_err *err);
 /* logits[n x n_vocab] = LM head(final norm(hidden)) for n <= max_batch rows */
 ls_status ls_exit_head(ls_ctx *c, const float *hidden, int n, float *logits, ls_err *err);
 
