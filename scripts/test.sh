@@ -55,9 +55,12 @@ fi
 run_suite release build "" "${release_args[@]}"
 if [ -z "${LS_SKIP_ASAN:-}" ]; then
   # the Python/Go/Node/grpcurl example tests check the examples, not our C:
-  # once (release) is enough; the daemon runs sanitized in integration_daemon
+  # once (release) is enough; the daemon runs sanitized in integration_daemon.
+  # Kernel variants: the portable model and AVX2 only, to compile faster (the
+  # release suite builds and checks all of them).
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    run_suite asan+ubsan build-asan "-LE clients" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_SANITIZE=ON
+    run_suite asan+ubsan build-asan "-LE clients" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_SANITIZE=ON \
+      "-DLS_KERNEL_VARIANTS=portable;avx2"
 fi
 
 if [ -z "${LS_SKIP_FUZZ:-}" ]; then
@@ -65,7 +68,7 @@ if [ -z "${LS_SKIP_FUZZ:-}" ]; then
   echo "== [fuzz] build (clang, libFuzzer + ASan/UBSan)"
   fuzz_targets=()
   for f in tests/fuzz/fuzz_*.c; do fuzz_targets+=("$(basename "$f" .c)_fuzzer"); done
-  if CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_FUZZ=ON -DLS_SANITIZE=ON >/dev/null \
+  if CC=clang cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_FUZZ=ON -DLS_SANITIZE=ON "-DLS_KERNEL_VARIANTS=portable;avx2" >/dev/null \
      && cmake --build build-fuzz --target "${fuzz_targets[@]}"; then
     for fz in build-fuzz/tests/fuzz_*_fuzzer; do
       name=$(basename "$fz" _fuzzer)

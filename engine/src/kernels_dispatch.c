@@ -20,9 +20,16 @@
 #define LS_KV_X86 0
 #endif
 
+/* the variants built (LS_KV_HAVE_<variant>, from engine/CMakeLists.txt) */
 extern const ls_kv_table ls_kv_table__portable;
-#if LS_KV_X86
-extern const ls_kv_table ls_kv_table__avx2, ls_kv_table__avxvnni, ls_kv_table__avx512;
+#if LS_KV_X86 && LS_KV_HAVE_avx2
+extern const ls_kv_table ls_kv_table__avx2;
+#endif
+#if LS_KV_X86 && LS_KV_HAVE_avxvnni
+extern const ls_kv_table ls_kv_table__avxvnni;
+#endif
+#if LS_KV_X86 && LS_KV_HAVE_avx512
+extern const ls_kv_table ls_kv_table__avx512;
 #endif
 
 /* ---- what this CPU can run ---- */
@@ -72,9 +79,16 @@ static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 static void init(void) {
 #if LS_KV_X86
     const cpu_feats f = cpu_detect();
+    (void)f;
+#if LS_KV_HAVE_avx512
     variants[n_variants++] = (variant){&ls_kv_table__avx512, f.avx512};
+#endif
+#if LS_KV_HAVE_avxvnni
     variants[n_variants++] = (variant){&ls_kv_table__avxvnni, f.avxvnni};
+#endif
+#if LS_KV_HAVE_avx2
     variants[n_variants++] = (variant){&ls_kv_table__avx2, f.avx2};
+#endif
 #endif
     variants[n_variants++] = (variant){&ls_kv_table__portable, true};
     const ls_kv_table *best = NULL;
@@ -89,12 +103,17 @@ static void init(void) {
                 known = true;
                 if (variants[i].cpu_has) named = variants[i].t;
             }
+        char built[64] = "";
+        for (int i = 0; i < n_variants; i++)
+            snprintf(built + strlen(built), sizeof built - strlen(built), "%s%s", i ? ", " : "", variants[i].t->path);
         if (named)
             best = named;
+        else if (known)
+            fprintf(stderr, "layerskip: LS_KERNELS=%s: this CPU lacks its instructions; running the %s kernels\n",
+                    want, best->path);
         else
-            fprintf(stderr, "layerskip: LS_KERNELS=%s: %s; running the %s kernels\n", want,
-                    known ? "this CPU lacks its instructions" : "no such kernel variant (portable, avx2, avxvnni, avx512)",
-                    best->path);
+            fprintf(stderr, "layerskip: LS_KERNELS=%s: not a kernel variant of this build (%s); running the %s kernels\n",
+                    want, built, best->path);
     }
     atomic_store_explicit(&current, best, memory_order_release);
 }
