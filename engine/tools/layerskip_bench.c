@@ -68,6 +68,10 @@ static const char *usage_text =
     "                            report the speedup and whether the outputs matched\n"
     "      --verify-cost         time one pass of layers [E, L) over k+1 positions against one\n"
     "                            position, for k = 0..--num-speculations (medians of --runs)\n"
+    "      --streams N           N generations of the prompt (seeds --seed+i) stepped together,\n"
+    "                            one forward pass per step for all (prompts in --batch slices),\n"
+    "                            against the same N one after another: aggregate tok/s and\n"
+    "                            whether the outputs are identical (autoregressive, early_exit)\n"
     "      --fast-math           allow batch-size-dependent arithmetic (OpenBLAS sgemm for large\n"
     "                            prompt batches, reordered Q4_1 sums): may be faster, no longer\n"
     "                            bit-identical to llama.cpp (default: exact)\n"
@@ -89,7 +93,7 @@ static const char *usage_text =
 
 typedef struct opts {
     const char *model, *prompt, *prompt_file, *tokenize;
-    int n_predict, threads, ctx, batch, runs;
+    int n_predict, threads, ctx, batch, runs, streams;
     bool json, no_bos, ignore_eos, fast_math, compare, verify_cost;
     const char *strategy, *sweep_exit, *sweep_k, *csv, *heatmap, *draft_source, *draft_adapter;
     int exit_layer, num_speculations, draft_vocab;
@@ -621,6 +625,99 @@ out:
     return rc;
 }
 
+/* --streams N: N generations stepped together (ls_gen_step) against the same
+ * N run one after another (ls_generate) */
+static int run_streams(const opts *o, ls_ctx *ctx, const ls_model *model, const int32_t *prompt, int n,
+                       const ls_gen_params *gp) {
+    const ls_config *cfg = ls_model_config(model);
+    const int N = o->streams;
+    ls_err err = {{0}};
+    int rc = 0;
+    ls_kv **kv = calloc((size_t)N, sizeof *kv);
+    ls_gen **g = calloc((size_t)N, sizeof *g);
+    ls_gen_params *ps = calloc((size_t)N, sizeof *ps);
+    ls_gen_stats *st = calloc((size_t)N, sizeof *st);
+    int32_t *alone = calloc((size_t)N * (size_t)(o->n_predict + 1), sizeof(int32_t));
+    int32_t *stepped = calloc((size_t)N * (size_t)(o->n_predict + 1), sizeof(int32_t));
+    if (!kv || !g || !ps || !st || !alone || !stepped) {
+        fprintf(stderr, "layerskip-bench: out of memory for %d streams\n", N);
+        rc = 1;
+        goto out;
+    }
+    for (int i = 0; i < N; i++) {
+        ps[i] = *gp;
+        ps[i].sampling.seed = gp->sampling.seed + (uint64_t)i;
+        if (ls_kv_create(model, 0, cfg->n_layers, o->ctx, &kv[i], &err) != LS_OK) {
+            fprintf(stderr, "layerskip-bench: stream %d: %s\n", i, err.msg);
+            rc = 1;
+            goto out;
+        }
+    }
+    int64_t gen_alone = 0, gen_stepped = 0;
+    const double t0 = ls_time_ms();
+    for (int i = 0; i < N; i++) {
+        if (ls_generate(ctx, kv[i], prompt, n, &ps[i], alone + (size_t)i * (o->n_predict + 1), NULL, NULL, &st[i],
+                        &err) != LS_OK) {
+            fprintf(stderr, "layerskip-bench: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+        gen_alone += st[i].n_generated;
+    }
+    const double t1 = ls_time_ms();
+    for (int i = 0; i < N; i++)
+        if (ls_gen_create(model, kv[i], prompt, n, &ps[i], stepped + (size_t)i * (o->n_predict + 1), NULL, NULL, &st[i],
+                          &g[i], &err) != LS_OK) {
+            fprintf(stderr, "layerskip-bench: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+    int steps = 0;
+    for (bool live = true; live; steps++) {
+        if (ls_gen_step(ctx, g, N, o->batch, &err) != LS_OK) {
+            fprintf(stderr, "layerskip-bench: %s\n", err.msg);
+            rc = 1;
+            goto out;
+        }
+        live = false;
+        for (int i = 0; i < N; i++) live |= !ls_gen_done(g[i]);
+    }
+    const double t2 = ls_time_ms();
+    bool same = true;
+    for (int i = 0; i < N; i++) {
+        gen_stepped += st[i].n_generated;
+        same &= !memcmp(alone + (size_t)i * (o->n_predict + 1), stepped + (size_t)i * (o->n_predict + 1),
+                        sizeof(int32_t) * (size_t)st[i].n_generated);
+    }
+    same &= gen_alone == gen_stepped;
+    const double a = gen_alone / ((t1 - t0) / 1e3), b = gen_stepped / ((t2 - t1) / 1e3);
+    if (o->json)
+        printf("{\"streams\": %d, \"kernels\": \"%s\", \"prompt_tokens\": %d, \"generated\": %lld, "
+               "\"one_after_another_ms\": %.3f, \"stepped_ms\": %.3f, \"one_after_another_tok_s\": %.3f, "
+               "\"stepped_tok_s\": %.3f, \"speedup\": %.4f, \"steps\": %d, \"outputs_identical\": %s}\n",
+               N, ls_kernel_path(), n, (long long)gen_stepped, t1 - t0, t2 - t1, a, b, b / a, steps,
+               same ? "true" : "false");
+    else
+        printf("%d streams, %d prompt tokens each, %lld tokens generated in all\n"
+               "  one after another: %9.1f ms  %8.1f tok/s\n"
+               "  stepped together:  %9.1f ms  %8.1f tok/s  (%.2fx, %d steps)\n"
+               "  outputs identical: %s\n",
+               N, n, (long long)gen_stepped, t1 - t0, a, t2 - t1, b, b / a, steps, same ? "yes" : "NO");
+    if (!same) rc = 1;
+out:
+    for (int i = 0; i < N; i++) {
+        if (g) ls_gen_free(g[i]);
+        if (kv) ls_kv_free(kv[i]);
+    }
+    free(kv);
+    free(g);
+    free(ps);
+    free(st);
+    free(alone);
+    free(stepped);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     opts o = {.prompt = "The capital of France is", .n_predict = 64, .threads = 2,
               .ctx = 2048, .batch = 256, .runs = 1, .exit_layer = -1000001, .num_speculations = 4, .draft_min_p = 0.95f,
@@ -628,7 +725,7 @@ int main(int argc, char **argv) {
     ls_sampling_default(&o.sampling);
     enum { O_TEMP = 1000, O_TOPK, O_TOPP, O_MINP, O_REP, O_REPN, O_SEED, O_RUNS, O_JSON,
            O_TOKENIZE, O_NOBOS, O_IGNEOS, O_FAST, O_STRAT, O_EXIT, O_NSPEC, O_DMINP, O_SWE, O_SWK, O_CSV,
-           O_HEAT, O_CMP, O_VCOST, O_DSRC, O_DADAPT, O_DVOCAB };
+           O_HEAT, O_CMP, O_VCOST, O_DSRC, O_DADAPT, O_DVOCAB, O_STREAMS };
     static const struct option longopts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
         {"prompt-file", required_argument, 0, 'f'}, {"n-predict", required_argument, 0, 'n'},
@@ -646,7 +743,7 @@ int main(int argc, char **argv) {
         {"csv", required_argument, 0, O_CSV}, {"heatmap", required_argument, 0, O_HEAT},
         {"compare", no_argument, 0, O_CMP}, {"verify-cost", no_argument, 0, O_VCOST},
         {"draft-source", required_argument, 0, O_DSRC}, {"draft-adapter", required_argument, 0, O_DADAPT},
-        {"draft-vocab", required_argument, 0, O_DVOCAB},
+        {"draft-vocab", required_argument, 0, O_DVOCAB}, {"streams", required_argument, 0, O_STREAMS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int ch;
     opterr = 0;
@@ -698,6 +795,7 @@ int main(int argc, char **argv) {
         case O_HEAT: o.heatmap = optarg; break;
         case O_CMP: o.compare = true; break;
         case O_VCOST: o.verify_cost = true; break;
+        case O_STREAMS: if (!parse_int(optarg, 1, 1024, &o.streams)) return die_usage("--streams needs an integer in [1, 1024], got '%s'", optarg); break;
         case 'h': fputs(usage_text, stdout); return 0;
         default:
             if (optopt) {
@@ -819,6 +917,10 @@ int main(int argc, char **argv) {
     ls_ctx_set_exact(ctx, !o.fast_math);
     if (o.verify_cost) {
         rc = run_verify_cost(&o, ctx, kv, model, prompt_ids, (int)n, &gp);
+        goto done;
+    }
+    if (o.streams) {
+        rc = run_streams(&o, ctx, model, prompt_ids, (int)n, &gp);
         goto done;
     }
     if (o.sweep_exit || o.compare) {
