@@ -27,6 +27,18 @@ static float reduce_4x8(float acc[4][8]) {
     return (t0[0] + t0[1]) + (t0[2] + t0[3]);
 }
 
+#if LS_K_AVX2
+/* reduce_4x8 on four registers */
+static inline float reduce_4x8_avx2(__m256 s0, __m256 s1, __m256 s2, __m256 s3) {
+    s0 = _mm256_add_ps(s0, s2);
+    s1 = _mm256_add_ps(s1, s3);
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    __m128 t1 = _mm_hadd_ps(t0, t0);
+    return _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+}
+#endif
+
 /* dot of two fp16 vectors as ggml_vec_dot_f16: element e accumulates (fma)
  * into lane e%8 of accumulator (e/8)%4; the tail past a multiple of 32 adds
  * in double */
@@ -43,12 +55,7 @@ static float dot_f16_ggml(const uint16_t *x, const uint16_t *y, int n) {
         s3 = _mm256_fmadd_ps(LD(x + i + 24), LD(y + i + 24), s3);
 #undef LD
     }
-    s0 = _mm256_add_ps(s0, s2);
-    s1 = _mm256_add_ps(s1, s3);
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    __m128 t1 = _mm_hadd_ps(t0, t0);
-    sumf = (double)_mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    sumf = (double)reduce_4x8_avx2(s0, s1, s2, s3);
 #else
     float acc[4][8] = {{0}};
     for (int i = 0; i < np; i++)
@@ -74,12 +81,7 @@ static inline float dot_ggml_f32(const float *x, const float *y, int n) {
         s2 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 16), _mm256_loadu_ps(y + i + 16), s2);
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 24), _mm256_loadu_ps(y + i + 24), s3);
     }
-    s0 = _mm256_add_ps(s0, s2);
-    s1 = _mm256_add_ps(s1, s3);
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    __m128 t1 = _mm_hadd_ps(t0, t0);
-    sumf = (double)_mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    sumf = (double)reduce_4x8_avx2(s0, s1, s2, s3);
 #else
     float acc[4][8] = {{0}};
     for (int i = 0; i < np; i++)
@@ -88,17 +90,6 @@ static inline float dot_ggml_f32(const float *x, const float *y, int n) {
 #endif
     for (int i = np; i < n; i++) sumf += (double)(x[i] * y[i]);
     return (float)sumf;
-}
-
-/* ls_axpy_f16 on an already widened row: y += a * x, fused per 8 lanes */
-static inline void axpy_ggml_f32(float *y, float a, const float *x, int n) {
-    int i = 0;
-#if LS_K_AVX2
-    const __m256 av = _mm256_set1_ps(a);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-#endif
-    for (; i < n; i++) y[i] += a * x[i];
 }
 
 /* head kvh of cache row t */
@@ -160,7 +151,7 @@ void ls_attn_worker(void *arg, int ith, int nth) {
                 for (int a = 0; a < nq; a++) {
                     if (t >= nk[a]) continue;
                     const float p = ls_f16_to_f32(ls_f32_to_f16(scores[(size_t)a * cap + t]));
-                    axpy_ggml_f32(acc + ((size_t)a * 32 + (size_t)(t & 31)) * hd, p, row, hd);
+                    ls_axpy_f32(acc + ((size_t)a * 32 + (size_t)(t & 31)) * hd, p, row, hd); /* fused per 8 lanes */
                 }
             }
             for (int a = 0; a < nq; a++) {
