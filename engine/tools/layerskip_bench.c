@@ -71,7 +71,7 @@ static const char *usage_text =
     "      --streams N           N generations of the prompt (seeds --seed+i) stepped together,\n"
     "                            one forward pass per step for all (prompts in --batch slices),\n"
     "                            against the same N one after another: aggregate tok/s and\n"
-    "                            whether the outputs are identical (autoregressive, early_exit)\n"
+    "                            whether the outputs are identical (any strategy)\n"
     "      --fast-math           allow batch-size-dependent arithmetic (OpenBLAS sgemm for large\n"
     "                            prompt batches, reordered Q4_1 sums): may be faster, no longer\n"
     "                            bit-identical to llama.cpp (default: exact)\n"
@@ -666,7 +666,7 @@ static int run_streams(const opts *o, ls_ctx *ctx, const ls_model *model, const 
     }
     const double t1 = ls_time_ms();
     for (int i = 0; i < N; i++)
-        if (ls_gen_create(model, kv[i], prompt, n, &ps[i], stepped + (size_t)i * (o->n_predict + 1), NULL, NULL, &st[i],
+        if (ls_gen_create(ctx, kv[i], prompt, n, &ps[i], stepped + (size_t)i * (o->n_predict + 1), NULL, NULL, &st[i],
                           &g[i], &err) != LS_OK) {
             fprintf(stderr, "layerskip-bench: %s\n", err.msg);
             rc = 1;

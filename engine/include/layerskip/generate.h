@@ -88,18 +88,21 @@ ls_status ls_generate(ls_ctx *c, ls_kv *kv, const int32_t *prompt, int n_prompt,
 
 /* ---- many generations at once, a step at a time (gen_step.c) ----
  * A scheduler creates one ls_gen per request (its own KV cache, cleared
- * here) and calls ls_gen_step over the unfinished ones: each gets its next
- * work, a slice of up to prefill_chunk prompt tokens or one decode token,
- * all of it in one forward pass per layer range and one exit-head call
- * (generations that do not fit the context's max_batch wait a step). The
- * callback, finish rules, sampling and stats are ls_generate's, and in
- * exact mode each output is token for token what ls_generate gives alone.
- * Autoregressive and early_exit; self_speculative is refused
- * (LS_ERR_UNSUPPORTED) for now. out_tokens, cb's user and stats must live
- * until ls_gen_free. A failed step ends every generation it ran with that
- * status (ls_gen_status). */
+ * here; bound to context c, on which every step runs) and calls
+ * ls_gen_step over the unfinished ones: each gets its next work, a slice of
+ * up to prefill_chunk prompt tokens, one decode token, or one
+ * self-speculative round (drafted on its own, its chunk verified in the
+ * shared pass), all of it in one forward pass per layer range and one
+ * exit-head call (generations that do not fit the context's max_batch wait
+ * a step). The callback, finish rules, sampling and stats are ls_generate's,
+ * and in exact mode each output is token for token what ls_generate gives
+ * alone; one exception: with auto k (auto_speculations) the k chosen
+ * follows the measured cost of the shared pass, so a sampled (not greedy)
+ * self-speculative output may differ from its run alone. out_tokens, cb's
+ * user and stats must live until ls_gen_free. A failed step ends every
+ * generation it ran with that status (ls_gen_status). */
 typedef struct ls_gen ls_gen;
-ls_status ls_gen_create(const ls_model *m, ls_kv *kv, const int32_t *prompt, int n_prompt, const ls_gen_params *p,
+ls_status ls_gen_create(ls_ctx *c, ls_kv *kv, const int32_t *prompt, int n_prompt, const ls_gen_params *p,
                         int32_t *out_tokens, ls_token_cb cb, void *user, ls_gen_stats *stats, ls_gen **out,
                         ls_err *err);
 void ls_gen_free(ls_gen *g);
