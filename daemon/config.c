@@ -71,7 +71,8 @@ static const lsd_option lsd_options[] = {
      "gRPC address: HOST:PORT ([::]:PORT or 0.0.0.0:PORT for all interfaces), or unix:/path "
      "for a unix socket", NULL},
     {"threads", "N", LSD_OPT_INT, F(threads), NULL, 0, 1, 1024, false, false, false, NULL,
-     "compute threads per running generation", "online CPUs"},
+     "compute threads: in one process, all sessions share them (one forward pass per step for every "
+     "running generation); through the MPI pipeline, each running generation's", "online CPUs"},
     {"ctx", "N", LSD_OPT_INT, F(ctx), NULL, 0, 16, 1 << 20, true, false, false, NULL,
      "context length (prompt + generated tokens) of each session; 0 = min(4096, the model's "
      "training context)", NULL},

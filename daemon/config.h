@@ -20,7 +20,7 @@
 typedef struct lsd_config {
     char model[4096];          /* --model PATH (required): GGUF file or Hugging Face directory */
     char listen[512];          /* --listen ADDR, default "127.0.0.1:50051"; "unix:/path" for a unix socket */
-    int threads;               /* --threads N, default: online CPUs; compute threads per running generation */
+    int threads;               /* --threads N, default: online CPUs; compute threads (one process: shared by all sessions) */
     int ctx;                   /* --ctx N, default 0 = min(4096, model's training context); [16, 1<<20] */
     int max_sessions;          /* --max-sessions N, default 4; generations running at once (each owns a KV cache) [1, 1024] */
     int max_queue;             /* --max-queue N, default 64; requests waiting for a session; more -> RESOURCE_EXHAUSTED [0, 1<<20] */

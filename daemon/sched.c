@@ -1,10 +1,16 @@
-/* sched.c: session slots, the FIFO queue and the generation worker.
+/* sched.c: session slots, the FIFO queue and the generation loop.
  *
- * One worker thread per slot pops jobs and runs ls_generate exactly as
- * layerskip-bench does (same context rules, exact mode), so greedy output is
- * the bench's. The token callback is where requests are steered: it stops
- * on cancel, stop token ids and stop sequences, and releases text only when
- * no stop sequence can still start inside it. */
+ * In one process (no pipeline) one step-loop thread serves every slot: it
+ * admits queued jobs into free slots, and each step advances all of them at
+ * once with ls_gen_step on one context whose pool owns the cores (--threads
+ * is the process's threads): a prompt slice, a decode token or a
+ * self-speculative round each, one pass over the weights for all. Output is
+ * ls_generate's token for token (exact mode), so greedy output is the
+ * bench's. A cancelled or expired job leaves at the next step, also during
+ * its prompt. Through the MPI pipeline one worker thread per slot runs the
+ * pipeline's generate instead. The token callback is where requests are
+ * steered: it stops on cancel, stop token ids and stop sequences, and
+ * releases text only when no stop sequence can still start inside it. */
 #define _GNU_SOURCE /* memmem */
 #include "sched.h"
 
@@ -19,15 +25,28 @@
 /* gRPC status numbers (grpc/status.h), kept here so the scheduler needs no gRPC */
 enum { CODE_OK = 0, CODE_CANCELLED = 1, CODE_INTERNAL = 13, CODE_UNAVAILABLE = 14 };
 
+/* ---- output handling inside the token callback ---- */
+
+typedef struct run_state {
+    lsd_job *job;
+    ls_detok_stream ds;
+    char *piece;            /* (piece_cap) scratch for one token's text */
+    int64_t piece_cap;
+    bool cancelled, stop_hit, oom;
+} run_state;
+
 typedef struct sched_slot {
     lsd_sched *s;
     int index;
-    ls_ctx *ctx;
-    ls_kv *kv;
-    int32_t *out;           /* (n_ctx + 1) ids from ls_generate */
-    pthread_t thread;
+    ls_kv *kv;              /* step loop: this slot's cache */
+    int32_t *out;           /* (n_ctx + 1) generated ids */
+    pthread_t thread;       /* pipeline: this slot's worker */
     bool thread_started;
     lsd_job *job;           /* running job, under s->mu */
+    /* step loop, owned by its thread */
+    ls_gen *gen;
+    run_state r;
+    bool started;
 } sched_slot;
 
 struct lsd_sched {
@@ -39,6 +58,10 @@ struct lsd_sched {
     int n_queued, n_busy;
     bool closed;
     sched_slot *slots;      /* (n_slots) */
+    bool stepping;          /* one step loop (no pipeline) */
+    ls_ctx *ctx;            /* the step loop's context */
+    pthread_t step_thread;
+    bool step_started;
 };
 
 void lsd_job_init(lsd_job *j) {
@@ -61,16 +84,6 @@ static void publish_gauges(lsd_sched *s) {
     lsd_metrics_set_queue_depth(s->o.metrics, s->n_queued);
     lsd_metrics_set_busy_sessions(s->o.metrics, s->n_busy);
 }
-
-/* ---- output handling inside the token callback ---- */
-
-typedef struct run_state {
-    lsd_job *job;
-    ls_detok_stream ds;
-    char *piece;            /* (piece_cap) scratch for one token's text */
-    int64_t piece_cap;
-    bool cancelled, stop_hit, oom;
-} run_state;
 
 static bool text_append(lsd_job *j, const char *p, size_t n) {
     if (j->text_len + n + 1 > j->text_cap) {
@@ -166,23 +179,23 @@ static bool on_token(void *user, int32_t t) {
     return true;
 }
 
-static void run_job(sched_slot *sl, lsd_job *j) {
-    lsd_sched *s = sl->s;
-    double t_start = ls_time_ms();
-    j->queue_ms = t_start - j->t_arrival;
-    run_state r = {.job = j, .piece_cap = 256};
-    r.piece = malloc((size_t)r.piece_cap);
-    ls_detok_stream_init(&r.ds, s->tok, false);
-    r.ds.first = false; /* the text continues the prompt: keep a leading space, as the bench prints it */
-    ls_err err = {{0}};
-    ls_status st = LS_OK;
-    if (!r.piece) r.oom = true;
-    else if (atomic_load(&j->cancel)) r.cancelled = true;
-    else if (s->o.generate)
-        st = s->o.generate(s->o.generate_user, sl->index, j->prompt, j->n_prompt, &j->params, sl->out, on_token, &r,
-                           &j->gen, &err);
-    else st = ls_generate(sl->ctx, sl->kv, j->prompt, j->n_prompt, &j->params, sl->out, on_token, &r, &j->gen, &err);
+/* a job leaves the queue: its output state; false when it cannot run (out
+ * of memory, already cancelled: job_end reports it) */
+static bool job_begin(lsd_sched *s, lsd_job *j, run_state *r) {
+    j->queue_ms = ls_time_ms() - j->t_arrival;
+    *r = (run_state){.job = j, .piece_cap = 256};
+    r->piece = malloc((size_t)r->piece_cap);
+    ls_detok_stream_init(&r->ds, s->tok, false);
+    r->ds.first = false; /* the text continues the prompt: keep a leading space, as the bench prints it */
+    if (!r->piece) r->oom = true;
+    else if (atomic_load(&j->cancel)) r->cancelled = true;
+    return !r->oom && !r->cancelled;
+}
 
+/* the generation ended with st: the job's result, text tail and metrics */
+static void job_end(lsd_sched *s, sched_slot *sl, lsd_job *j, run_state *rs, ls_status st, const ls_err *e) {
+    run_state r = *rs;
+    ls_err err = *e;
     /* end-of-generation tokens never reach the callback, but are part of the output */
     if (st == LS_OK && !r.cancelled && !r.oom && j->gen.finish == LS_FINISH_EOG && j->gen.n_generated > 0) {
         if (j->ttft_ms == 0) j->ttft_ms = ls_time_ms() - j->t_arrival;
@@ -227,6 +240,19 @@ static void run_job(sched_slot *sl, lsd_job *j) {
                                     gen > 0 ? j->ttft_ms / 1e3 : -1, j->queue_ms / 1e3, tpot);
     }
     free(r.piece);
+    rs->piece = NULL;
+}
+
+/* pipeline mode: one job on a slot's worker thread */
+static void run_job(sched_slot *sl, lsd_job *j) {
+    lsd_sched *s = sl->s;
+    run_state r;
+    ls_err err = {{0}};
+    ls_status st = LS_OK;
+    if (job_begin(s, j, &r))
+        st = s->o.generate(s->o.generate_user, sl->index, j->prompt, j->n_prompt, &j->params, sl->out, on_token, &r,
+                           &j->gen, &err);
+    job_end(s, sl, j, &r, st, &err);
 }
 
 static void *worker_main(void *arg) {
@@ -262,6 +288,95 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+/* step loop: hand a finished job over and free its slot */
+static void step_release(lsd_sched *s, sched_slot *sl, ls_status st, const ls_err *err) {
+    lsd_job *j = sl->job;
+    job_end(s, sl, j, &sl->r, st, err);
+    ls_gen_free(sl->gen);
+    sl->gen = NULL;
+    sl->started = false;
+    pthread_mutex_lock(&s->mu);
+    sl->job = NULL; /* on_done may free the job: nobody may cancel it after this */
+    pthread_mutex_unlock(&s->mu);
+    j->on_done(j->user, j);
+    /* busy until the result is handed over, so a drain waits for it */
+    pthread_mutex_lock(&s->mu);
+    s->n_busy--;
+    publish_gauges(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *step_main(void *arg) {
+    lsd_sched *s = arg;
+    const int n = s->o.n_slots;
+    ls_gen **live = malloc(sizeof(ls_gen *) * (size_t)n);
+    for (;;) {
+        /* admit queued jobs into free slots, FIFO; sleep when there is nothing to do */
+        pthread_mutex_lock(&s->mu);
+        for (;;) {
+            for (int i = 0; i < n && s->head; i++) {
+                sched_slot *sl = &s->slots[i];
+                if (sl->job) continue;
+                lsd_job *j = s->head;
+                s->head = j->next;
+                if (!s->head) s->tail = NULL;
+                j->next = NULL;
+                j->queued = false;
+                s->n_queued--;
+                s->n_busy++;
+                sl->job = j;
+                publish_gauges(s);
+            }
+            bool active = false;
+            for (int i = 0; i < n; i++) active |= s->slots[i].job != NULL;
+            if (active || s->closed) break;
+            pthread_cond_wait(&s->cv, &s->mu);
+        }
+        bool active = false;
+        for (int i = 0; i < n; i++) active |= s->slots[i].job != NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (!active) break; /* closed and nothing left */
+
+        /* start the new jobs; end cancelled ones (also mid-prompt) */
+        for (int i = 0; i < n; i++) {
+            sched_slot *sl = &s->slots[i];
+            lsd_job *j = sl->job; /* only this thread clears it */
+            if (!j) continue;
+            ls_err err = {{0}};
+            if (!sl->started) {
+                sl->started = true;
+                if (!job_begin(s, j, &sl->r) || !live) {
+                    if (!live) sl->r.oom = true;
+                    step_release(s, sl, LS_OK, &err);
+                    continue;
+                }
+                ls_status st = ls_gen_create(s->ctx, sl->kv, j->prompt, j->n_prompt, &j->params, sl->out, on_token,
+                                             &sl->r, &j->gen, &sl->gen, &err);
+                if (st != LS_OK) {
+                    step_release(s, sl, st, &err);
+                    continue;
+                }
+            }
+            if (atomic_load(&j->cancel)) {
+                sl->r.cancelled = true;
+                step_release(s, sl, LS_OK, &err);
+            }
+        }
+        /* one step for every running job */
+        int nl = 0;
+        for (int i = 0; i < n; i++)
+            if (s->slots[i].gen && !ls_gen_done(s->slots[i].gen)) live[nl++] = s->slots[i].gen;
+        ls_err err = {{0}};
+        if (nl) ls_gen_step(s->ctx, live, nl, s->o.prefill_chunk > 0 ? s->o.prefill_chunk : LSD_PREFILL_CHUNK, &err);
+        for (int i = 0; i < n; i++) {
+            sched_slot *sl = &s->slots[i];
+            if (sl->gen && ls_gen_done(sl->gen)) step_release(s, sl, ls_gen_status(sl->gen), &err);
+        }
+    }
+    free(live);
+    return NULL;
+}
+
 int lsd_sched_create(const lsd_sched_opts *o, lsd_sched **out, char *err, size_t err_len) {
     *out = NULL;
     lsd_sched *s = calloc(1, sizeof *s);
@@ -277,19 +392,27 @@ int lsd_sched_create(const lsd_sched_opts *o, lsd_sched **out, char *err, size_t
         return -1;
     }
     const ls_config *cfg = ls_model_config(o->model);
+    s->stepping = !o->generate;
+    if (s->stepping) {
+        ls_err e = {{0}};
+        if (ls_ctx_create(o->model, o->n_threads, o->max_batch, &s->ctx, &e) != LS_OK) {
+            snprintf(err, err_len, "the generation context: %s", e.msg);
+            lsd_sched_free(s);
+            return -1;
+        }
+        ls_ctx_set_exact(s->ctx, true);
+    }
     for (int i = 0; i < o->n_slots; i++) {
         sched_slot *sl = &s->slots[i];
         sl->s = s;
         sl->index = i;
         ls_err e = {{0}};
-        if (!o->generate && (ls_ctx_create(o->model, o->n_threads, o->max_batch, &sl->ctx, &e) != LS_OK ||
-                             ls_kv_create(o->model, 0, cfg->n_layers, o->n_ctx, &sl->kv, &e) != LS_OK)) {
+        if (s->stepping && ls_kv_create(o->model, 0, cfg->n_layers, o->n_ctx, &sl->kv, &e) != LS_OK) {
             snprintf(err, err_len, "session slot %d of %d: %s (lower --max-sessions or --ctx)", i + 1,
                      o->n_slots, e.msg);
             lsd_sched_free(s);
             return -1;
         }
-        if (sl->ctx) ls_ctx_set_exact(sl->ctx, true);
         sl->out = malloc(sizeof(int32_t) * ((size_t)o->n_ctx + 1));
         if (!sl->out) {
             snprintf(err, err_len, "out of memory for session slot %d (lower --ctx)", i + 1);
@@ -297,7 +420,15 @@ int lsd_sched_create(const lsd_sched_opts *o, lsd_sched **out, char *err, size_t
             return -1;
         }
     }
-    for (int i = 0; i < o->n_slots; i++) {
+    if (s->stepping) {
+        if (pthread_create(&s->step_thread, NULL, step_main, s) != 0) {
+            snprintf(err, err_len, "cannot start the generation thread");
+            lsd_sched_free(s);
+            return -1;
+        }
+        s->step_started = true;
+    }
+    for (int i = 0; !s->stepping && i < o->n_slots; i++) {
         if (pthread_create(&s->slots[i].thread, NULL, worker_main, &s->slots[i]) != 0) {
             snprintf(err, err_len, "cannot start the worker thread of session slot %d", i + 1);
             lsd_sched_free(s);
@@ -356,15 +487,17 @@ void lsd_sched_free(lsd_sched *s) {
     if (!s) return;
     if (s->slots) {
         lsd_sched_cancel_all(s, CODE_UNAVAILABLE);
+        if (s->step_started) pthread_join(s->step_thread, NULL);
         for (int i = 0; i < s->o.n_slots; i++) {
             sched_slot *sl = &s->slots[i];
             if (sl->thread_started) pthread_join(sl->thread, NULL);
+            ls_gen_free(sl->gen);
             ls_kv_free(sl->kv);
-            ls_ctx_free(sl->ctx);
             free(sl->out);
         }
         free(s->slots);
     }
+    ls_ctx_free(s->ctx);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
     free(s);

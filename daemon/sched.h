@@ -1,13 +1,17 @@
 /* sched.h: session slots and the request queue of layerskipd.
  *
- * Each slot owns an ls_ctx (its own compute threads) and an ls_kv of the
- * configured context, created at startup so memory is planned up front, and
- * a worker thread that takes jobs from one bounded FIFO queue. A job is one
- * generation request: the worker runs ls_generate on it, applies stop
- * sequences and stop token ids, turns tokens into whole-character text and
- * hands that text to the job's sink as it becomes final. Cancelling a job
- * (client cancel, deadline, shutdown) sets its atomic flag, which the token
- * callback checks, or takes it out of the queue. No gRPC in here. */
+ * Each slot owns an ls_kv of the configured context, created at startup so
+ * memory is planned up front; jobs come from one bounded FIFO queue. In one
+ * process a single step-loop thread runs every slot's job together on one
+ * ls_ctx (ls_gen_step: one forward pass per step for all; --threads is the
+ * process's threads); through the MPI pipeline each slot has a worker
+ * thread running the pipeline's generate. A job is one generation request:
+ * stop sequences and stop token ids are applied, tokens turned into
+ * whole-character text and handed to the job's sink as it becomes final.
+ * Cancelling a job (client cancel, deadline, shutdown) sets its atomic
+ * flag, which the step loop checks every step (also during the prompt) and
+ * the token callback every token, or takes it out of the queue. No gRPC in
+ * here. */
 #ifndef LSD_SCHED_H
 #define LSD_SCHED_H
 
@@ -23,6 +27,7 @@
 #define LSD_MAX_STOP_BYTES 256    /* bytes per stop string */
 #define LSD_MAX_STOP_IDS 1024     /* stop token ids per request */
 #define LSD_REQUEST_ID_MAX 128    /* bytes of a request id, NUL included */
+#define LSD_PREFILL_CHUNK 64      /* default prompt slice per step: a long prompt delays the others by one slice */
 
 typedef struct lsd_metrics lsd_metrics;
 typedef struct lsd_job lsd_job;
@@ -99,6 +104,7 @@ typedef struct lsd_sched_opts {
     int n_ctx;        /* KV positions per slot */
     int max_batch;    /* positions per forward call; >= LS_MAX_SPECULATIONS + 1 */
     int max_queue;    /* jobs that may wait for a slot */
+    int prefill_chunk; /* prompt tokens a job runs per step (0: LSD_PREFILL_CHUNK) */
     lsd_metrics *metrics; /* may be NULL */
 } lsd_sched_opts;
 
