@@ -2,8 +2,9 @@
  * output equals ls_generate's, stop sequences cut the text and never leak a
  * prefix of a stop string in a streamed chunk, stop token ids are left out,
  * the queue bound answers FULL, and cancelling a queued or running job ends
- * it with the given code. No gRPC involved: the scheduler is driven
- * directly. */
+ * it with the given code; jobs running together (one step loop) each give
+ * ls_generate's output alone, and a job cancelled during its prompt leaves
+ * at once. No gRPC involved: the scheduler is driven directly. */
 #include "metrics.h"
 #include "sched.h"
 
@@ -228,6 +229,89 @@ static void test_queue_and_cancel(void) {
     sink_free(&sk);
 }
 
+/* 12 jobs at once on 6 slots, mixed strategies, lengths and exits: each
+ * output is ls_generate's alone */
+static void test_together_matches_alone(void) {
+    lsd_sched *s = make_sched(6, 12, NULL);
+    REQUIRE(s != NULL);
+    enum { NJ = 12 };
+    sink sk;
+    sink_init(&sk);
+    lsd_job jobs[NJ];
+    for (int i = 0; i < NJ; i++) {
+        job_setup(&jobs[i], &sk, 6 + 3 * (i % 5), i % 2 == 0);
+        jobs[i].params.strategy = (ls_strategy)(i % 3);
+        jobs[i].params.exit_layer = 6 + 4 * (i % 4);
+        jobs[i].params.num_speculations = 1 + i % 4;
+        if (i % 4 == 3) {
+            jobs[i].params.sampling.temperature = 0.8f;
+            jobs[i].params.sampling.seed = (uint64_t)i;
+            if (jobs[i].params.strategy == LS_STRATEGY_SELF_SPECULATIVE) jobs[i].params.sampling.temperature = 0;
+        }
+        CHECK_EQ_INT(lsd_sched_submit(s, &jobs[i], NULL), LSD_SUBMIT_OK);
+    }
+    sink_wait(&sk, NJ);
+    ls_ctx *ctx;
+    ls_kv *kv;
+    ls_err err;
+    REQUIRE(ls_ctx_create(model, 2, 64, &ctx, &err) == LS_OK);
+    REQUIRE(ls_kv_create(model, 0, ls_model_config(model)->n_layers, 256, &kv, &err) == LS_OK);
+    int same = 0;
+    for (int i = 0; i < NJ; i++) {
+        CHECK_EQ_INT(jobs[i].code, 0);
+        int32_t out[32];
+        ls_gen_stats st;
+        CHECK_EQ_INT(ls_generate(ctx, kv, prompt_ids, 5, &jobs[i].params, out, NULL, NULL, &st, &err), LS_OK);
+        if (st.n_generated == jobs[i].n_ids && !memcmp(out, jobs[i].ids, sizeof(int32_t) * (size_t)st.n_generated))
+            same++;
+        else
+            fprintf(stderr, "  job %d differs from ls_generate alone\n", i);
+        lsd_job_clear(&jobs[i]);
+    }
+    CHECK_EQ_INT(same, NJ);
+    CHECK_EQ_INT(lsd_sched_active(s), 0);
+    ls_kv_free(kv);
+    ls_ctx_free(ctx);
+    sink_free(&sk);
+    lsd_sched_free(s);
+}
+
+/* a long prompt in slices of 8: cancelled during it, the job ends at the
+ * next step with no token, and the slot is free again */
+static void test_cancel_mid_prompt(void) {
+    lsd_sched_opts o = {.model = model, .n_slots = 1, .n_threads = 2, .n_ctx = 256, .max_batch = 64,
+                        .max_queue = 2, .prefill_chunk = 8};
+    lsd_sched *s = NULL;
+    char e[512] = "";
+    REQUIRE(lsd_sched_create(&o, &s, e, sizeof e) == 0);
+    sink sk;
+    sink_init(&sk);
+    lsd_job j;
+    job_setup(&j, &sk, 8, false);
+    free(j.prompt);
+    j.n_prompt = 240;
+    j.prompt = malloc(sizeof(int32_t) * 240);
+    for (int i = 0; i < 240; i++) j.prompt[i] = prompt_ids[i % 5];
+    CHECK_EQ_INT(lsd_sched_submit(s, &j, NULL), LSD_SUBMIT_OK);
+    for (int i = 0; i < 500 && j.queued; i++) usleep(2000); /* taken into the slot */
+    lsd_sched_cancel(s, &j, 1);
+    sink_wait(&sk, 1);
+    CHECK_EQ_INT(j.code, 1);
+    CHECK_EQ_INT(j.n_ids, 0);
+    CHECK_EQ_INT(lsd_sched_active(s), 0);
+    /* the slot serves the next job */
+    lsd_job k;
+    job_setup(&k, &sk, 4, false);
+    CHECK_EQ_INT(lsd_sched_submit(s, &k, NULL), LSD_SUBMIT_OK);
+    sink_wait(&sk, 2);
+    CHECK_EQ_INT(k.code, 0);
+    CHECK_EQ_INT(k.n_ids, 4);
+    lsd_job_clear(&j);
+    lsd_job_clear(&k);
+    sink_free(&sk);
+    lsd_sched_free(s);
+}
+
 int main(void) {
     ls_err err;
     if (ls_model_load(tu_default_model(), &model, &err) != LS_OK) {
@@ -237,6 +321,8 @@ int main(void) {
     RUN(test_matches_engine);
     RUN(test_stops);
     RUN(test_queue_and_cancel);
+    RUN(test_together_matches_alone);
+    RUN(test_cancel_mid_prompt);
     ls_model_free(model);
     TEST_MAIN_END();
 }
