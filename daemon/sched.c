@@ -255,6 +255,33 @@ static void run_job(sched_slot *sl, lsd_job *j) {
     job_end(s, sl, j, &r, st, &err);
 }
 
+/* the queue's first job into slot sl (caller holds mu; the queue is not empty) */
+static lsd_job *admit(lsd_sched *s, sched_slot *sl) {
+    lsd_job *j = s->head;
+    s->head = j->next;
+    if (!s->head) s->tail = NULL;
+    j->next = NULL;
+    j->queued = false;
+    s->n_queued--;
+    s->n_busy++;
+    sl->job = j;
+    publish_gauges(s);
+    return j;
+}
+
+/* the finished job j of slot sl to its sink (caller does not hold mu) */
+static void hand_over(lsd_sched *s, sched_slot *sl, lsd_job *j) {
+    pthread_mutex_lock(&s->mu);
+    sl->job = NULL; /* on_done may free the job: nobody may cancel it after this */
+    pthread_mutex_unlock(&s->mu);
+    j->on_done(j->user, j);
+    /* busy until the result is handed over, so a drain waits for it */
+    pthread_mutex_lock(&s->mu);
+    s->n_busy--;
+    publish_gauges(s);
+    pthread_mutex_unlock(&s->mu);
+}
+
 static void *worker_main(void *arg) {
     sched_slot *sl = arg;
     lsd_sched *s = sl->s;
@@ -262,27 +289,11 @@ static void *worker_main(void *arg) {
     for (;;) {
         while (!s->head && !s->closed) pthread_cond_wait(&s->cv, &s->mu);
         if (!s->head) break; /* closed and nothing left */
-        lsd_job *j = s->head;
-        s->head = j->next;
-        if (!s->head) s->tail = NULL;
-        j->next = NULL;
-        j->queued = false;
-        s->n_queued--;
-        s->n_busy++;
-        sl->job = j;
-        publish_gauges(s);
+        lsd_job *j = admit(s, sl);
         pthread_mutex_unlock(&s->mu);
-
         run_job(sl, j);
+        hand_over(s, sl, j);
         pthread_mutex_lock(&s->mu);
-        sl->job = NULL; /* on_done may free the job: nobody may cancel it after this */
-        pthread_mutex_unlock(&s->mu);
-        j->on_done(j->user, j);
-
-        /* busy until the result is handed over, so a drain waits for it */
-        pthread_mutex_lock(&s->mu);
-        s->n_busy--;
-        publish_gauges(s);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -295,15 +306,7 @@ static void step_release(lsd_sched *s, sched_slot *sl, ls_status st, const ls_er
     ls_gen_free(sl->gen);
     sl->gen = NULL;
     sl->started = false;
-    pthread_mutex_lock(&s->mu);
-    sl->job = NULL; /* on_done may free the job: nobody may cancel it after this */
-    pthread_mutex_unlock(&s->mu);
-    j->on_done(j->user, j);
-    /* busy until the result is handed over, so a drain waits for it */
-    pthread_mutex_lock(&s->mu);
-    s->n_busy--;
-    publish_gauges(s);
-    pthread_mutex_unlock(&s->mu);
+    hand_over(s, sl, j);
 }
 
 static void *step_main(void *arg) {
@@ -314,19 +317,8 @@ static void *step_main(void *arg) {
         /* admit queued jobs into free slots, FIFO; sleep when there is nothing to do */
         pthread_mutex_lock(&s->mu);
         for (;;) {
-            for (int i = 0; i < n && s->head; i++) {
-                sched_slot *sl = &s->slots[i];
-                if (sl->job) continue;
-                lsd_job *j = s->head;
-                s->head = j->next;
-                if (!s->head) s->tail = NULL;
-                j->next = NULL;
-                j->queued = false;
-                s->n_queued--;
-                s->n_busy++;
-                sl->job = j;
-                publish_gauges(s);
-            }
+            for (int i = 0; i < n && s->head; i++)
+                if (!s->slots[i].job) admit(s, &s->slots[i]);
             bool active = false;
             for (int i = 0; i < n; i++) active |= s->slots[i].job != NULL;
             if (active || s->closed) break;
