@@ -80,6 +80,15 @@ static const lsd_option lsd_options[] = {
      "generations running at once; each owns a KV cache of ctx tokens", NULL},
     {"max-queue", "N", LSD_OPT_INT, F(max_queue), NULL, 64, 0, 1 << 20, false, false, false, NULL,
      "requests waiting for a free session; more are refused with RESOURCE_EXHAUSTED", NULL},
+    {"kv-budget", "N|SIZE", LSD_OPT_STR, F(kv_budget), "", 0, 0, 0, false, false, false, NULL,
+     "KV cache all running generations may hold together: N positions (\"16384\") or a size "
+     "(\"512MiB\"); a request reserves its prompt + max_tokens + 1 positions (at most --ctx) when it "
+     "starts and waits in the queue, first come first served, until that fits; at least one --ctx; "
+     "empty = no budget beyond --max-sessions. In one process each request's cache is made at its "
+     "size; through the MPI pipeline the stages keep --max-sessions caches of --ctx", NULL},
+    {"prefill-chunk", "N", LSD_OPT_INT, F(prefill_chunk), NULL, 64, 1, 256, false, false, false, NULL,
+     "prompt tokens each request runs per step (one process): a long prompt delays the other "
+     "requests by one such slice per step, and a cancelled request stops within one", NULL},
     {"default-max-tokens", "N", LSD_OPT_INT, F(default_max_tokens), NULL, 256, 1, 1 << 20, false,
      false, false, NULL, "tokens to generate when a request leaves max_tokens at 0", NULL},
     {"strategy", "NAME", LSD_OPT_STR, F(strategy), "autoregressive", 0, 0, 0, false, true, false,

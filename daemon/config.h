@@ -24,6 +24,8 @@ typedef struct lsd_config {
     int ctx;                   /* --ctx N, default 0 = min(4096, model's training context); [16, 1<<20] */
     int max_sessions;          /* --max-sessions N, default 4; generations running at once (each owns a KV cache) [1, 1024] */
     int max_queue;             /* --max-queue N, default 64; requests waiting for a session; more -> RESOURCE_EXHAUSTED [0, 1<<20] */
+    char kv_budget[64];        /* --kv-budget N|SIZE: KV positions all running generations may hold; "" = none */
+    int prefill_chunk;         /* --prefill-chunk N, default 64: prompt tokens per step and request [1, 256] */
     int default_max_tokens;    /* --default-max-tokens N, default 256 */
     char strategy[32];         /* --strategy NAME, default "autoregressive" (autoregressive|early_exit|self_speculative) */
     int exit_layer;            /* --exit-layer E, default 0 = layers/4 */

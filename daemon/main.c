@@ -346,7 +346,17 @@ int main(int argc, char **argv) {
     lsd_sched_opts so = {.model = model, .n_slots = cfg.max_sessions, .n_threads = cfg.threads > 0 ? cfg.threads : 1,
                          .n_ctx = n_ctx,
                          /* the bench's prompt batch; above LS_MAX_SPECULATIONS + 1 so any k fits */
-                         .max_batch = 256, .max_queue = cfg.max_queue, .metrics = metrics};
+                         .max_batch = 256, .max_queue = cfg.max_queue, .prefill_chunk = cfg.prefill_chunk,
+                         .metrics = metrics};
+    {
+        const ls_config *kc = ls_model_config(model);
+        so.kv_bytes_per_pos = 2 * (int64_t)kc->n_layers * kc->n_kv_heads * kc->head_dim * (int64_t)sizeof(uint16_t);
+        if (lsd_kv_budget_parse(cfg.kv_budget, so.kv_bytes_per_pos, n_ctx, &so.kv_budget, err, sizeof err) != 0) {
+            fprintf(stderr, "layerskipd: %s\n", err);
+            rc = 2;
+            goto out;
+        }
+    }
 #ifdef LSD_WITH_MPI
     if (pl) {
         so.generate = pipe_generate;

@@ -64,6 +64,7 @@ struct lsd_metrics {
     pthread_mutex_t mu;
     int max_sessions, max_queue;
     int queue_depth, busy_sessions;
+    int64_t kv_reserved, kv_budget, kv_bytes_per_pos;
     int n_methods;
     lsd_method_stats methods[LSD_METRICS_MAX_METHODS];
     uint64_t prompt_tokens, generated_tokens, drafted, accepted;
@@ -174,6 +175,15 @@ void lsd_metrics_set_busy_sessions(lsd_metrics *m, int n) {
     if (!m) return;
     pthread_mutex_lock(&m->mu);
     m->busy_sessions = n;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void lsd_metrics_set_kv(lsd_metrics *m, int64_t reserved, int64_t budget, int64_t bytes_per_pos) {
+    if (!m) return;
+    pthread_mutex_lock(&m->mu);
+    m->kv_reserved = reserved;
+    m->kv_budget = budget;
+    m->kv_bytes_per_pos = bytes_per_pos;
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -295,6 +305,15 @@ char *lsd_metrics_render(lsd_metrics *m) {
     sb_printf(&b, "layerskip_queue_depth %d\n", m->queue_depth);
     render_header(&b, "layerskip_sessions_busy", "gauge", "Sessions running a generation now.");
     sb_printf(&b, "layerskip_sessions_busy %d\n", m->busy_sessions);
+    render_header(&b, "layerskip_kv_reserved_tokens", "gauge",
+                  "KV cache positions reserved by the running generations.");
+    sb_printf(&b, "layerskip_kv_reserved_tokens %lld\n", (long long)m->kv_reserved);
+    render_header(&b, "layerskip_kv_reserved_bytes", "gauge",
+                  "KV cache bytes reserved by the running generations (all layers).");
+    sb_printf(&b, "layerskip_kv_reserved_bytes %lld\n", (long long)(m->kv_reserved * m->kv_bytes_per_pos));
+    render_header(&b, "layerskip_kv_budget_tokens", "gauge",
+                  "KV positions the running generations may reserve together (--kv-budget; 0 = no budget).");
+    sb_printf(&b, "layerskip_kv_budget_tokens %lld\n", (long long)m->kv_budget);
     render_header(&b, "layerskip_sessions_max", "gauge", "Configured sessions (--max-sessions).");
     sb_printf(&b, "layerskip_sessions_max %d\n", m->max_sessions);
     render_header(&b, "layerskip_queue_max", "gauge", "Configured queue length (--max-queue).");

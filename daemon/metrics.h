@@ -12,7 +12,9 @@
  *   layerskip_queue_wait_seconds                     histogram
  *   layerskip_time_per_output_token_seconds          histogram
  *   layerskip_queue_depth, layerskip_sessions_busy,
- *   layerskip_sessions_max, layerskip_queue_max       gauges
+ *   layerskip_sessions_max, layerskip_queue_max,
+ *   layerskip_kv_reserved_tokens, layerskip_kv_reserved_bytes,
+ *   layerskip_kv_budget_tokens                        gauges
  *   layerskip_acceptance_ratio  gauge: accepted / drafted (0 when none) */
 #ifndef LSD_METRICS_H
 #define LSD_METRICS_H
@@ -45,6 +47,9 @@ void lsd_metrics_generation_done(lsd_metrics *m, int prompt_tokens, int generate
 
 void lsd_metrics_set_queue_depth(lsd_metrics *m, int n);
 void lsd_metrics_set_busy_sessions(lsd_metrics *m, int n);
+/* KV positions reserved by running jobs, the budget (0 = none) and bytes
+ * of one position over all layers */
+void lsd_metrics_set_kv(lsd_metrics *m, int64_t reserved, int64_t budget, int64_t bytes_per_pos);
 
 /* The exposition text: malloc'd, NUL-terminated; caller frees. NULL when
  * out of memory. */

@@ -38,7 +38,8 @@ typedef struct run_state {
 typedef struct sched_slot {
     lsd_sched *s;
     int index;
-    ls_kv *kv;              /* step loop: this slot's cache */
+    ls_kv *kv;              /* step loop: the running job's cache, made for its need */
+    int64_t kv_need;        /* positions the running job reserved, under s->mu */
     int32_t *out;           /* (n_ctx + 1) generated ids */
     pthread_t thread;       /* pipeline: this slot's worker */
     bool thread_started;
@@ -56,6 +57,7 @@ struct lsd_sched {
     pthread_cond_t cv;
     lsd_job *head, *tail;   /* waiting jobs, FIFO */
     int n_queued, n_busy;
+    int64_t kv_reserved;    /* positions the running jobs reserved */
     bool closed;
     sched_slot *slots;      /* (n_slots) */
     bool stepping;          /* one step loop (no pipeline) */
@@ -83,6 +85,45 @@ static void publish_gauges(lsd_sched *s) {
     if (!s->o.metrics) return;
     lsd_metrics_set_queue_depth(s->o.metrics, s->n_queued);
     lsd_metrics_set_busy_sessions(s->o.metrics, s->n_busy);
+    lsd_metrics_set_kv(s->o.metrics, s->kv_reserved, s->o.kv_budget, s->o.kv_bytes_per_pos);
+}
+
+int64_t lsd_job_kv_need(const lsd_job *j, int n_ctx) {
+    int64_t need = (int64_t)j->n_prompt + (j->params.n_predict > 0 ? j->params.n_predict : 0) + 1;
+    return need < n_ctx ? need : n_ctx;
+}
+
+int lsd_kv_budget_parse(const char *text, int64_t bytes_per_pos, int n_ctx, int64_t *out, char *err, size_t err_len) {
+    *out = 0;
+    if (!text || !*text) return 0;
+    const size_t n = strlen(text);
+    size_t i = 0;
+    while (i < n && text[i] >= '0' && text[i] <= '9') i++;
+    int64_t pos;
+    if (i == n) { /* positions */
+        if (n > 15) {
+            snprintf(err, err_len, "--kv-budget \"%.40s\" is too large", text);
+            return -1;
+        }
+        pos = strtoll(text, NULL, 10);
+    } else {
+        uint64_t bytes = 0;
+        char why[96];
+        if (!ls_parse_size(text, n, &bytes, why, sizeof why)) {
+            snprintf(err, err_len, "--kv-budget \"%.40s\" %s: give KV positions (\"16384\") or a size (%s)", text, why,
+                     LS_SIZE_HELP);
+            return -1;
+        }
+        pos = bytes_per_pos > 0 ? (int64_t)(bytes / (uint64_t)bytes_per_pos) : 0;
+    }
+    if (pos < n_ctx) {
+        snprintf(err, err_len, "--kv-budget \"%.40s\" holds %lld KV positions, fewer than one context (--ctx %d, "
+                 "%lld bytes a position): raise the budget or lower --ctx", text, (long long)pos, n_ctx,
+                 (long long)bytes_per_pos);
+        return -1;
+    }
+    *out = pos;
+    return 0;
 }
 
 static bool text_append(lsd_job *j, const char *p, size_t n) {
@@ -255,9 +296,17 @@ static void run_job(sched_slot *sl, lsd_job *j) {
     job_end(s, sl, j, &r, st, &err);
 }
 
-/* the queue's first job into slot sl (caller holds mu; the queue is not empty) */
+/* the queue's first job fits the KV budget next to the running ones (caller holds mu) */
+static bool head_fits(const lsd_sched *s) {
+    return s->head && (s->o.kv_budget <= 0 ||
+                       s->kv_reserved + lsd_job_kv_need(s->head, s->o.n_ctx) <= s->o.kv_budget);
+}
+
+/* the queue's first job into slot sl (caller holds mu; head_fits) */
 static lsd_job *admit(lsd_sched *s, sched_slot *sl) {
     lsd_job *j = s->head;
+    sl->kv_need = lsd_job_kv_need(j, s->o.n_ctx);
+    s->kv_reserved += sl->kv_need;
     s->head = j->next;
     if (!s->head) s->tail = NULL;
     j->next = NULL;
@@ -278,7 +327,10 @@ static void hand_over(lsd_sched *s, sched_slot *sl, lsd_job *j) {
     /* busy until the result is handed over, so a drain waits for it */
     pthread_mutex_lock(&s->mu);
     s->n_busy--;
+    s->kv_reserved -= sl->kv_need;
+    sl->kv_need = 0;
     publish_gauges(s);
+    if (s->o.kv_budget > 0) pthread_cond_broadcast(&s->cv); /* room for a waiting job */
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -287,8 +339,8 @@ static void *worker_main(void *arg) {
     lsd_sched *s = sl->s;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->head && !s->closed) pthread_cond_wait(&s->cv, &s->mu);
-        if (!s->head) break; /* closed and nothing left */
+        while (!head_fits(s) && !s->closed) pthread_cond_wait(&s->cv, &s->mu);
+        if (!head_fits(s)) break; /* closed: cancel_all took the queue */
         lsd_job *j = admit(s, sl);
         pthread_mutex_unlock(&s->mu);
         run_job(sl, j);
@@ -305,6 +357,8 @@ static void step_release(lsd_sched *s, sched_slot *sl, ls_status st, const ls_er
     job_end(s, sl, j, &sl->r, st, err);
     ls_gen_free(sl->gen);
     sl->gen = NULL;
+    ls_kv_free(sl->kv);
+    sl->kv = NULL;
     sl->started = false;
     hand_over(s, sl, j);
 }
@@ -317,7 +371,7 @@ static void *step_main(void *arg) {
         /* admit queued jobs into free slots, FIFO; sleep when there is nothing to do */
         pthread_mutex_lock(&s->mu);
         for (;;) {
-            for (int i = 0; i < n && s->head; i++)
+            for (int i = 0; i < n && head_fits(s); i++)
                 if (!s->slots[i].job) admit(s, &s->slots[i]);
             bool active = false;
             for (int i = 0; i < n; i++) active |= s->slots[i].job != NULL;
@@ -342,8 +396,12 @@ static void *step_main(void *arg) {
                     step_release(s, sl, LS_OK, &err);
                     continue;
                 }
-                ls_status st = ls_gen_create(s->ctx, sl->kv, j->prompt, j->n_prompt, &j->params, sl->out, on_token,
-                                             &sl->r, &j->gen, &sl->gen, &err);
+                /* the job's cache, as large as it reserved */
+                ls_status st = ls_kv_create(s->o.model, 0, ls_model_config(s->o.model)->n_layers, (int)sl->kv_need,
+                                            &sl->kv, &err);
+                if (st == LS_OK)
+                    st = ls_gen_create(s->ctx, sl->kv, j->prompt, j->n_prompt, &j->params, sl->out, on_token, &sl->r,
+                                       &j->gen, &sl->gen, &err);
                 if (st != LS_OK) {
                     step_release(s, sl, st, &err);
                     continue;
@@ -383,7 +441,6 @@ int lsd_sched_create(const lsd_sched_opts *o, lsd_sched **out, char *err, size_t
         lsd_sched_free(s);
         return -1;
     }
-    const ls_config *cfg = ls_model_config(o->model);
     s->stepping = !o->generate;
     if (s->stepping) {
         ls_err e = {{0}};
@@ -398,13 +455,6 @@ int lsd_sched_create(const lsd_sched_opts *o, lsd_sched **out, char *err, size_t
         sched_slot *sl = &s->slots[i];
         sl->s = s;
         sl->index = i;
-        ls_err e = {{0}};
-        if (s->stepping && ls_kv_create(o->model, 0, cfg->n_layers, o->n_ctx, &sl->kv, &e) != LS_OK) {
-            snprintf(err, err_len, "session slot %d of %d: %s (lower --max-sessions or --ctx)", i + 1,
-                     o->n_slots, e.msg);
-            lsd_sched_free(s);
-            return -1;
-        }
         sl->out = malloc(sizeof(int32_t) * ((size_t)o->n_ctx + 1));
         if (!sl->out) {
             snprintf(err, err_len, "out of memory for session slot %d (lower --ctx)", i + 1);

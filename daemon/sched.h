@@ -1,7 +1,8 @@
 /* sched.h: session slots and the request queue of layerskipd.
  *
- * Each slot owns an ls_kv of the configured context, created at startup so
- * memory is planned up front; jobs come from one bounded FIFO queue. In one
+ * Jobs come from one bounded FIFO queue and run on --max-sessions slots,
+ * within a KV budget (positions, --kv-budget): a job leaves the queue when a
+ * slot is free and its KV need fits what the running ones leave. In one
  * process a single step-loop thread runs every slot's job together on one
  * ls_ctx (ls_gen_step: one forward pass per step for all; --threads is the
  * process's threads); through the MPI pipeline each slot has a worker
@@ -83,6 +84,16 @@ struct lsd_job {
     bool queued;
 };
 
+/* KV positions a job needs: its prompt, the tokens it may generate and
+ * one more, at most n_ctx */
+int64_t lsd_job_kv_need(const lsd_job *j, int n_ctx);
+
+/* --kv-budget TEXT as positions: a plain number counts positions ("16384"),
+ * a size ("2GiB", ls_parse_size) is divided by bytes_per_pos; "" = 0 (no
+ * budget). Returns 0, or -1 with a message naming --kv-budget in err (a
+ * bad number or size, or a budget below one context of n_ctx positions). */
+int lsd_kv_budget_parse(const char *text, int64_t bytes_per_pos, int n_ctx, int64_t *out, char *err, size_t err_len);
+
 /* zero a job (before lsd_service fills it) and free what it owns */
 void lsd_job_init(lsd_job *j);
 void lsd_job_clear(lsd_job *j);
@@ -105,6 +116,13 @@ typedef struct lsd_sched_opts {
     int max_batch;    /* positions per forward call; >= LS_MAX_SPECULATIONS + 1 */
     int max_queue;    /* jobs that may wait for a slot */
     int prefill_chunk; /* prompt tokens a job runs per step (0: LSD_PREFILL_CHUNK) */
+    /* KV positions all running jobs may hold together (--kv-budget); 0 =
+     * no limit beyond the slots. A job reserves lsd_job_kv_need positions
+     * when it leaves the queue; the queue's first job waits (FIFO) until
+     * they fit. Must be >= n_ctx. In one process each job's cache is made
+     * at that size when it starts and freed when it ends. */
+    int64_t kv_budget;
+    int64_t kv_bytes_per_pos; /* for the metrics: bytes of one position in every layer */
     lsd_metrics *metrics; /* may be NULL */
 } lsd_sched_opts;
 

@@ -138,8 +138,7 @@ bool lsw_layout_equal(const lsw_layout *a, const lsw_layout *b) {
 
 /* ---- memory budgets (--stages 2GiB,6GiB,6GiB) ---- */
 
-#define BUDGET_HELP "write one size per rank like \"2GiB,6GiB,6GiB\" (a number, fractions allowed, then K, M, G " \
-                    "or T, optionally followed by i and/or B; all are binary: K = 1024 bytes, G = 1024^3 bytes)"
+#define BUDGET_HELP "write one size per rank like \"2GiB,6GiB,6GiB\" (" LS_SIZE_HELP ")"
 
 void lsw_format_bytes(uint64_t b, char *buf, size_t cap) {
     static const char *const units[] = {"KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
@@ -179,7 +178,7 @@ bool lsw_layout_is_budget(const char *text) {
     return digit && isalpha((unsigned char)*p);
 }
 
-/* budget item idx, the text [b, e) (spaces trimmed here), into *out */
+/* budget item idx, the text [b, e), into *out */
 static ls_status parse_budget_item(const char *text, int idx, const char *b, const char *e, uint64_t *out,
                                    ls_err *err) {
     while (b < e && *b == ' ') b++;
@@ -187,63 +186,10 @@ static ls_status parse_budget_item(const char *text, int idx, const char *b, con
     const int n = (int)(e - b > 60 ? 60 : e - b);
     if (b == e)
         return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d is empty: %s", text, idx, BUDGET_HELP);
-    const char *p = b;
-    uint64_t ip = 0, frac = 0, pow10 = 1;
-    bool digits = false, too_big = false;
-    for (; p < e && *p >= '0' && *p <= '9'; p++) {
-        const uint64_t d = (uint64_t)(*p - '0');
-        if (ip > (UINT64_MAX - d) / 10) too_big = true;
-        else ip = ip * 10 + d;
-        digits = true;
-    }
-    if (p < e && *p == '.') {
-        int nd = 0;
-        for (p++; p < e && *p >= '0' && *p <= '9'; p++, nd++) {
-            if (nd == 9)
-                return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d \"%.*s\" has more than 9 "
-                                  "decimals: write fewer (\"1.5G\")", text, idx, n, b);
-            frac = frac * 10 + (uint64_t)(*p - '0');
-            pow10 *= 10;
-            digits = true;
-        }
-    }
-    if (!digits)
-        return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d \"%.*s\" does not start with a number: "
-                          "%s", text, idx, n, b, BUDGET_HELP);
-    while (p < e && *p == ' ') p++;
-    if (p == e)
-        return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d \"%.*s\" has no unit: %s", text, idx,
-                          n, b, BUDGET_HELP);
-    const char *unit = p;
-    int shift;
-    switch (toupper((unsigned char)*p)) {
-    case 'K': shift = 10; break;
-    case 'M': shift = 20; break;
-    case 'G': shift = 30; break;
-    case 'T': shift = 40; break;
-    default: shift = -1; break;
-    }
-    if (shift > 0) {
-        p++;
-        if (p < e && (*p == 'i' || *p == 'I')) p++;
-        if (p < e && (*p == 'B' || *p == 'b')) p++;
-    }
-    if (shift < 0 || p != e)
-        return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d \"%.*s\" has an unknown unit \"%.*s\": "
-                          "%s", text, idx, n, b, (int)(e - unit > 20 ? 20 : e - unit), unit, BUDGET_HELP);
-    const uint64_t mult = (uint64_t)1 << shift;
-    if (too_big || ip > UINT64_MAX / mult)
-        return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d \"%.*s\" is too large: write a size "
-                          "below 16 EiB (16777216T)", text, idx, n, b);
-    /* frac / pow10 * mult, exactly and without overflow: frac < pow10 <= 1e9 */
-    const uint64_t v = ip * mult + frac * (mult / pow10) + frac * (mult % pow10) / pow10;
-    if (v < ip * mult)
-        return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d \"%.*s\" is too large: write a size "
-                          "below 16 EiB (16777216T)", text, idx, n, b);
-    if (v == 0)
-        return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d \"%.*s\" is zero bytes: every rank "
-                          "needs a budget above zero, like \"512MiB\"", text, idx, n, b);
-    *out = v;
+    char why[96];
+    if (!ls_parse_size(b, (size_t)(e - b), out, why, sizeof why))
+        return ls_err_set(err, LS_ERR_INVALID, "--stages \"%.200s\": budget %d \"%.*s\" %s: %s", text, idx, n, b, why,
+                          BUDGET_HELP);
     return LS_OK;
 }
 

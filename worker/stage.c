@@ -4,9 +4,11 @@
  * in), checks it matches rank 0's (fingerprint.h) and the split, and answers
  * HELLO. Then it serves its links: chunks from the previous rank are queued;
  * a chunk of a generation below the slot's floor is stale and dropped, as
- * early as it is seen (on arrival, and again when the floor rises). A chunk
- * is run through layers [l0, l1) after cutting the KV back to its first
- * position (that is the rollback). A middle stage passes the states on; the
+ * early as it is seen (on arrival, and again when the floor rises). The
+ * oldest waiting chunks of all slots run together, in one forward pass
+ * through layers [l0, l1) (so concurrent requests share each read of the
+ * weights), each after cutting its KV back to its first position (that is
+ * the rollback). A middle stage passes the states on; the
  * last stage runs the head and applies the acceptance rule (greedy: longest
  * prefix equal to the argmax, plus one token; sampling: speculative
  * sampling over distributions recomputed from the exit states), answers
@@ -23,6 +25,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#define LSW_STAGE_BATCH 64 /* chunks in one forward pass, at most (and at most max_batch positions) */
 
 typedef struct job {
     lsw_hdr h;
@@ -53,6 +57,7 @@ typedef struct stage {
     job *q_head, *q_tail;
     ls_spec_scratch sc;   /* last: the rule's scratch */
     ls_draft_chunk *chunk;/* last: the chunk being decided */
+    float *x;             /* (max_batch, dim) the states of a batch */
     lsw_trace trace;
 } stage;
 
@@ -79,6 +84,8 @@ static void stage_free(stage *s) {
     ls_spec_scratch_free(&s->sc);
     free(s->chunk);
     s->chunk = NULL;
+    free(s->x);
+    s->x = NULL;
     ls_ctx_free(s->ctx);
     s->ctx = NULL;
     ls_model_free(s->model);
@@ -125,6 +132,8 @@ static ls_status stage_setup(stage *s, ls_err *err) {
     st = ls_ctx_create(s->model, n_threads, c->max_batch, &s->ctx, err);
     if (st != LS_OK) return st;
     ls_ctx_set_exact(s->ctx, c->exact != 0);
+    if (!(s->x = malloc(sizeof(float) * (size_t)c->max_batch * (size_t)c->dim)))
+        return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
     s->slots = calloc((size_t)c->max_slots, sizeof *s->slots);
     if (!s->slots) return ls_err_set(err, LS_ERR_NOMEM, "out of memory");
     for (int i = 0; i < c->max_slots; i++) {
@@ -214,18 +223,25 @@ static ls_status verify(stage *s, stage_slot *sl, const job *j, int32_t *accepte
     return ls_spec_verify(s->ctx, sp, ch, p0, j->states, sl->hist, &sl->rng, &s->sc, accepted, next, err);
 }
 
-static ls_status run_job(stage *s, job *j, ls_err *err) {
+/* a job may run: its slot started and this stage holds its earlier positions
+ * (after cutting the KV back to its first position: that is the rollback) */
+static ls_status job_check(stage *s, const job *j, ls_err *err) {
     stage_slot *sl = &s->slots[j->h.slot];
-    const int p0 = j->h.first_pos, n = j->h.count;
-    const int64_t t0 = lsw_now_us();
+    const int p0 = j->h.first_pos;
     if (!sl->started)
         return ls_err_set(err, LS_ERR_FORMAT, "chunk for slot %d before its request started", j->h.slot);
-    ls_kv_truncate(sl->kv, s->l0, s->l1, p0); /* rollback of whatever came after */
+    ls_kv_truncate(sl->kv, s->l0, s->l1, p0);
     if (ls_kv_len(sl->kv, s->l0) < p0)
         return ls_err_set(err, LS_ERR_FORMAT, "chunk at position %d but this stage holds only %d positions of "
                           "slot %d", p0, ls_kv_len(sl->kv, s->l0), j->h.slot);
-    ls_status st = ls_forward(s->ctx, sl->kv, s->l0, s->l1, p0, n, j->states, err);
-    if (st != LS_OK) return st;
+    return LS_OK;
+}
+
+/* a job whose states went through [l0, l1): pass them on, or decide */
+static ls_status job_finish(stage *s, job *j, int64_t t0, ls_err *err) {
+    stage_slot *sl = &s->slots[j->h.slot];
+    const int p0 = j->h.first_pos, n = j->h.count;
+    ls_status st;
     if (!s->last) {
         st = lsw_send_chunk(s->net, s->net->rank + 1, j->h.slot, j->h.generation, p0, n, (uint32_t)j->h.flags,
                             j->h.next, j->h.accepted, j->tokens, j->states, j->draft_q, err);
@@ -248,6 +264,94 @@ static ls_status run_job(stage *s, job *j, ls_err *err) {
         sl->floor = j->h.generation + 1;
         purge(s, j->h.slot);
         for (int r = 1; r < s->net->rank && st == LS_OK; r++) st = lsw_send_notice(s->net, r, j->h.slot, sl->floor, err);
+    }
+    return st;
+}
+
+/* Take the batch to run: the oldest queued chunk of each slot (a slot's
+ * chunks run in order), oldest first, while the positions fit one forward
+ * call. Stale chunks are dropped on the way. Returns how many were taken. */
+static int take_batch(stage *s, job **batch, int max_jobs) {
+    const int B = ls_ctx_max_batch(s->ctx);
+    int n = 0, rows = 0;
+    job **pp = &s->q_head;
+    s->q_tail = NULL;
+    while (*pp && n < max_jobs) {
+        job *j = *pp;
+        if (j->h.generation < s->slots[j->h.slot].floor) { /* stale */
+            lsw_trace_span(&s->trace, "drop", j->h.slot, j->h.generation, j->h.first_pos, j->h.count, lsw_now_us(),
+                           lsw_now_us());
+            *pp = j->next;
+            job_free(j);
+            continue;
+        }
+        bool slot_taken = false;
+        for (int i = 0; i < n; i++) slot_taken |= batch[i]->h.slot == j->h.slot;
+        if (slot_taken || rows + j->h.count > B) {
+            /* a later chunk of a slot already in the batch, or too many positions:
+             * it waits; so does every later chunk of its slot */
+            s->q_tail = j;
+            pp = &j->next;
+            if (rows + j->h.count > B && n > 0) break;
+            continue;
+        }
+        *pp = j->next;
+        j->next = NULL;
+        batch[n++] = j;
+        rows += j->h.count;
+    }
+    /* the tail is the last remaining job */
+    s->q_tail = NULL;
+    for (job *j = s->q_head; j; j = j->next) s->q_tail = j;
+    return n;
+}
+
+/* a job failed: the request fails, the stage stays up for the next one */
+static ls_status job_failed(stage *s, job *j, const ls_err *jerr, ls_err *err) {
+    char who[96];
+    lsw_stage_name(s->net, s->net->rank, who, sizeof who);
+    fprintf(stderr, "layerskip-worker %s: %s\n", who, jerr->msg);
+    ls_status st = lsw_send_error(s->net, 0, j->h.slot, j->h.generation, jerr->msg, err);
+    s->slots[j->h.slot].floor = j->h.generation + 1;
+    return st;
+}
+
+/* Run a batch: one forward pass through [l0, l1) for the chunks of every
+ * slot (ls_forward_multi: a position's result does not depend on the rest
+ * of the batch), then each chunk is passed on or decided in turn. */
+static ls_status run_batch(stage *s, job **batch, int n, ls_err *err) {
+    const int64_t t0 = lsw_now_us();
+    const size_t D = (size_t)s->cfg.dim;
+    ls_seq_slice seqs[LSW_STAGE_BATCH];
+    job *ok[LSW_STAGE_BATCH];
+    int n_ok = 0, rows = 0;
+    ls_status st = LS_OK;
+    for (int i = 0; i < n && st == LS_OK; i++) {
+        ls_err jerr;
+        if (job_check(s, batch[i], &jerr) != LS_OK) {
+            st = job_failed(s, batch[i], &jerr, err);
+            continue;
+        }
+        seqs[n_ok] = (ls_seq_slice){s->slots[batch[i]->h.slot].kv, batch[i]->h.first_pos, batch[i]->h.count};
+        memcpy(s->x + (size_t)rows * D, batch[i]->states, sizeof(float) * D * (size_t)batch[i]->h.count);
+        rows += batch[i]->h.count;
+        ok[n_ok++] = batch[i];
+    }
+    if (st != LS_OK || n_ok == 0) return st;
+    ls_err ferr;
+    if (ls_forward_multi(s->ctx, seqs, n_ok, s->l0, s->l1, s->x, &ferr) != LS_OK) {
+        for (int i = 0; i < n_ok && st == LS_OK; i++) st = job_failed(s, ok[i], &ferr, err);
+        return st;
+    }
+    rows = 0;
+    for (int i = 0; i < n_ok && st == LS_OK; i++) {
+        job *j = ok[i];
+        memcpy(j->states, s->x + (size_t)rows * D, sizeof(float) * D * (size_t)j->h.count);
+        rows += j->h.count;
+        /* a rejection decided earlier in this batch makes a later chunk of
+         * that slot stale; chunks of one slot are never in one batch */
+        ls_err jerr;
+        if (job_finish(s, j, t0, &jerr) != LS_OK) st = job_failed(s, j, &jerr, err);
     }
     return st;
 }
@@ -324,31 +428,15 @@ static ls_status serve(stage *s, int *type, ls_err *err) {
             st = enqueue(s, &m, err);
             if (st != LS_OK) return st;
         }
-        job *j = s->q_head;
-        if (!j) {
+        job *batch[LSW_STAGE_BATCH];
+        const int n = take_batch(s, batch, LSW_STAGE_BATCH);
+        if (n == 0) {
             idle_wait(idle_since);
             continue;
         }
-        s->q_head = j->next;
-        if (!s->q_head) s->q_tail = NULL;
-        if (j->h.generation >= s->slots[j->h.slot].floor) {
-            st = run_job(s, j, err);
-            if (st != LS_OK) {
-                /* the request fails; the stage stays up for the next one */
-                char who[96];
-                lsw_stage_name(net, net->rank, who, sizeof who);
-                fprintf(stderr, "layerskip-worker %s: %s\n", who, err->msg);
-                ls_err e2;
-                ls_status st2 = lsw_send_error(net, 0, j->h.slot, j->h.generation, err->msg, &e2);
-                s->slots[j->h.slot].floor = j->h.generation + 1;
-                if (st2 != LS_OK) {
-                    job_free(j);
-                    *err = e2;
-                    return st2;
-                }
-            }
-        }
-        job_free(j);
+        st = run_batch(s, batch, n, err);
+        for (int i = 0; i < n; i++) job_free(batch[i]);
+        if (st != LS_OK) return st;
         idle_since = lsw_now_us();
     }
 }

@@ -3,6 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <stdbool.h>
 
 const char *ls_strerror(ls_status s) {
     switch (s) {
@@ -165,4 +166,56 @@ uint16_t ls_f32_to_bf16(float f) {
     if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
     x += 0x7fff + ((x >> 16) & 1);
     return (uint16_t)(x >> 16);
+}
+
+bool ls_parse_size(const char *s, size_t n, uint64_t *out, char *why, size_t why_cap) {
+#define FAIL(...) do { if (why && why_cap) snprintf(why, why_cap, __VA_ARGS__); return false; } while (0)
+    const char *p = s, *e = s + n;
+    while (p < e && *p == ' ') p++;
+    while (e > p && e[-1] == ' ') e--;
+    if (p == e) FAIL("is empty");
+    uint64_t ip = 0, frac = 0, pow10 = 1;
+    bool digits = false, too_big = false;
+    for (; p < e && *p >= '0' && *p <= '9'; p++) {
+        const uint64_t d = (uint64_t)(*p - '0');
+        if (ip > (UINT64_MAX - d) / 10) too_big = true;
+        else ip = ip * 10 + d;
+        digits = true;
+    }
+    if (p < e && *p == '.') {
+        int nd = 0;
+        for (p++; p < e && *p >= '0' && *p <= '9'; p++, nd++) {
+            if (nd == 9) FAIL("has more than 9 decimals (write fewer, like \"1.5G\")");
+            frac = frac * 10 + (uint64_t)(*p - '0');
+            pow10 *= 10;
+            digits = true;
+        }
+    }
+    if (!digits) FAIL("does not start with a number");
+    while (p < e && *p == ' ') p++;
+    if (p == e) FAIL("has no unit");
+    const char *unit = p;
+    int shift;
+    switch (*p) {
+    case 'K': case 'k': shift = 10; break;
+    case 'M': case 'm': shift = 20; break;
+    case 'G': case 'g': shift = 30; break;
+    case 'T': case 't': shift = 40; break;
+    default: shift = -1; break;
+    }
+    if (shift > 0) {
+        p++;
+        if (p < e && (*p == 'i' || *p == 'I')) p++;
+        if (p < e && (*p == 'B' || *p == 'b')) p++;
+    }
+    if (shift < 0 || p != e) FAIL("has an unknown unit \"%.*s\"", (int)(e - unit > 20 ? 20 : e - unit), unit);
+    const uint64_t mult = (uint64_t)1 << shift;
+    if (too_big || ip > UINT64_MAX / mult) FAIL("is too large (write a size below 16 EiB)");
+    /* frac / pow10 * mult, exactly and without overflow: frac < pow10 <= 1e9 */
+    const uint64_t v = ip * mult + frac * (mult / pow10) + frac * (mult % pow10) / pow10;
+    if (v < ip * mult) FAIL("is too large (write a size below 16 EiB)");
+    if (v == 0) FAIL("is zero bytes");
+    *out = v;
+    return true;
+#undef FAIL
 }

@@ -71,6 +71,17 @@ uint16_t ls_f32_to_f16(float f);
 float ls_bf16_to_f32(uint16_t h);
 uint16_t ls_f32_to_bf16(float f);
 
+/* A memory size: a decimal number (fraction allowed, at most 9 decimals:
+ * "1.5G") then a unit K, M, G or T, optionally followed by i and/or B
+ * ("2GiB", "512M", "1.5 GB"); all units are binary (K = 1024 bytes). The
+ * text is [s, s + n), spaces around it ignored. On success *out > 0 bytes
+ * and true. On failure false, with a short reason in why ("has no unit",
+ * "is zero bytes", ...) for the caller to put after the flag and value it
+ * names. */
+bool ls_parse_size(const char *s, size_t n, uint64_t *out, char *why, size_t why_cap);
+#define LS_SIZE_HELP "a number, fractions allowed, then K, M, G or T, optionally followed by i and/or B; " \
+                     "all are binary: K = 1024 bytes, G = 1024^3 bytes"
+
 /* checked arithmetic for sizes read from files */
 static inline bool ls_mul_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_mul_overflow(a, b, out);
