@@ -11,6 +11,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 struct ls_kv {
     int l0, l1, n_ctx, kv_dim;
@@ -18,6 +19,14 @@ struct ls_kv {
     uint16_t *k;          /* (l1 - l0, n_ctx, kv_dim) fp16 */
     uint16_t *v;          /* (l1 - l0, n_ctx, kv_dim) fp16 */
 };
+
+/* K and V come straight from the OS: pages become resident as positions
+ * are written, and go back when the cache is freed (a server makes and
+ * frees one per request; the heap would keep them) */
+static uint16_t *kv_map(size_t bytes) {
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? NULL : p;
+}
 
 ls_status ls_kv_create(const ls_model *m, int l0, int l1, int n_ctx, ls_kv **out, ls_err *err) {
     *out = NULL;
@@ -34,8 +43,8 @@ ls_status ls_kv_create(const ls_model *m, int l0, int l1, int n_ctx, ls_kv **out
     kv->kv_dim = c->n_kv_heads * c->head_dim;
     size_t n = (size_t)(l1 - l0) * (size_t)n_ctx * (size_t)kv->kv_dim;
     kv->len = calloc((size_t)(l1 - l0), sizeof(int));
-    kv->k = malloc(n * sizeof(uint16_t));
-    kv->v = malloc(n * sizeof(uint16_t));
+    kv->k = kv_map(n * sizeof(uint16_t));
+    kv->v = kv_map(n * sizeof(uint16_t));
     if (!kv->len || !kv->k || !kv->v) {
         ls_kv_free(kv);
         return ls_err_set(err, LS_ERR_NOMEM, "out of memory for a KV cache of %zu MB (reduce --ctx)",
@@ -47,9 +56,10 @@ ls_status ls_kv_create(const ls_model *m, int l0, int l1, int n_ctx, ls_kv **out
 
 void ls_kv_free(ls_kv *kv) {
     if (!kv) return;
+    const size_t bytes = (size_t)(kv->l1 - kv->l0) * (size_t)kv->n_ctx * (size_t)kv->kv_dim * sizeof(uint16_t);
     free(kv->len);
-    free(kv->k);
-    free(kv->v);
+    if (kv->k) munmap(kv->k, bytes);
+    if (kv->v) munmap(kv->v, bytes);
     free(kv);
 }
 
