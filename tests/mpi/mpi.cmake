@@ -33,9 +33,9 @@ add_test(NAME mpi_pipeline_3ranks_e8 COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np
   --split 0-8,8-20,20-30 : -np 2 ${WK})
 add_test(NAME mpi_pipeline_3ranks_e4 COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 1 ${PC}
   --split 0-4,4-10,10-30 : -np 2 ${WK})
-# several requests in flight on their own slots (threads on rank 0)
-add_test(NAME mpi_concurrent_2ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --concurrent 4)
-add_test(NAME mpi_concurrent_3ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 1 ${PC} --concurrent 3
+# 16 requests in flight on their own slots (threads on rank 0), mixed strategies; the stages batch them
+add_test(NAME mpi_concurrent_2ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 2 ${PC} --concurrent 16)
+add_test(NAME mpi_concurrent_3ranks COMMAND ${LSW_MPIEXEC} ${LSW_MPI_FLAGS} -np 1 ${PC} --concurrent 16
   : -np 2 ${WK})
 # sampled self-speculation with adapter and lookup drafts follows the full
 # model's distribution (chi-square; a random 16-token model): 2 ranks, and 3

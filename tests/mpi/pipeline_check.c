@@ -27,8 +27,9 @@
  *   --layouts       bad layouts and options are refused with clear errors
  *   --trace PREFIX  a 2-rank run traced: drafting on rank 0 overlaps
  *                   verification on rank 1 in time
- *   --concurrent N  N requests at once on N slots (threads), autoregressive
- *                   and self_speculative mixed, while rank 0 pings the
+ *   --concurrent N  N requests (up to 16) at once on N slots (threads),
+ *                   autoregressive, early_exit and self_speculative mixed
+ *                   with several k and lengths (the stages batch them), while rank 0 pings the
  *                   stages: each equals its single-process ls_generate
  *   --hang          rank 1 is stopped (SIGSTOP): lsw_generate fails within
  *                   the timeout naming stage 1, later calls fail at once
@@ -748,26 +749,31 @@ static void *conc_main(void *arg) {
 }
 
 static void check_concurrent(world *w, int n) {
-    REQUIRE(n >= 1 && n <= 8);
+    REQUIRE(n >= 1 && n <= 16);
     lsw_options o = popts(w->size == 2 ? "0-8,8-30" : "0-8,8-20,20-30");
     o.model = w->m;
     o.max_slots = n;
+    char prefix[256], last[300];
+    snprintf(prefix, sizeof prefix, "%s/ls_conc_%d", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", (int)getpid());
+    snprintf(last, sizeof last, "%s.rank%d.jsonl", prefix, w->size - 1);
+    o.trace_prefix = prefix;
     lsw_pipeline *pl = NULL;
     ls_err err = {{0}};
     ls_status st = lsw_pipeline_create(w->comm, &o, &pl, &err);
     if (st != LS_OK) fprintf(stderr, "  create: %s\n", err.msg);
     REQUIRE(st == LS_OK);
-    static conc_job jobs[8];
-    static run_out ref[8];
-    pthread_t th[8];
+    static conc_job jobs[16];
+    static run_out ref[16];
+    pthread_t th[16];
     for (int i = 0; i < n; i++) {
         conc_job *j = &jobs[i];
         j->pl = pl;
         j->w = w;
         j->slot = i;
         j->prompt = i % (N_PROMPTS + 1);
-        j->gp = params(i % 2 ? LS_STRATEGY_AUTOREGRESSIVE : LS_STRATEGY_SELF_SPECULATIVE, 8, 2 + i % 3, N_GEN,
-                       j->prompt != N_PROMPTS);
+        static const ls_strategy strat[3] = {LS_STRATEGY_SELF_SPECULATIVE, LS_STRATEGY_AUTOREGRESSIVE,
+                                             LS_STRATEGY_EARLY_EXIT};
+        j->gp = params(strat[i % 3], 8, 2 + i % 3, N_GEN - 4 * (i % 3), j->prompt != N_PROMPTS);
         single(w, j->prompt, &j->gp, NULL, NULL, &ref[i]);
         REQUIRE(ref[i].st == LS_OK);
     }
@@ -792,7 +798,27 @@ static void check_concurrent(world *w, int n) {
     st = lsw_generate(pl, n, w->prompts[0], w->np[0], &gp, jobs[0].out.ids, NULL, NULL, &jobs[0].out.stats, &err);
     CHECK(st != LS_OK && strstr(err.msg, "out of range") != NULL);
     CHECK(lsw_pipeline_check(pl, 0.0, &err) == LS_OK);
-    lsw_pipeline_free(pl);
+    lsw_pipeline_free(pl); /* closes the trace files on every rank */
+    /* the last stage ran chunks of several slots in one forward pass: their
+     * spans share the batch's start time */
+    static span sp[16384];
+    const int ns = read_spans(last, sp, 16384);
+    int batched = 0, alone = 0;
+    for (int i = 0; i < ns; i++) {
+        if (strcmp(sp[i].name, "drop") == 0) continue;
+        bool shared = false;
+        for (int k = 0; k < ns && !shared; k++)
+            shared = k != i && sp[k].t0 == sp[i].t0 && strcmp(sp[k].name, "drop") != 0;
+        if (shared) batched++;
+        else alone++;
+    }
+    fprintf(stderr, "   last stage: %d chunks ran in shared passes, %d alone\n", batched, alone);
+    CHECK(batched > 0);
+    for (int r = 0; r < w->size; r++) {
+        char f[300];
+        snprintf(f, sizeof f, "%s.rank%d.jsonl", prefix, r);
+        remove(f);
+    }
 }
 
 int main(int argc, char **argv) {
