@@ -599,3 +599,10 @@ int lsd_sched_active(lsd_sched *s) {
     pthread_mutex_unlock(&s->mu);
     return n;
 }
+
+int lsd_sched_queued(lsd_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->n_queued;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}

@@ -148,5 +148,7 @@ void lsd_sched_cancel(lsd_sched *s, lsd_job *job, int code);
 void lsd_sched_cancel_all(lsd_sched *s, int code);
 /* jobs queued + running */
 int lsd_sched_active(lsd_sched *s);
+/* jobs waiting in the queue */
+int lsd_sched_queued(lsd_sched *s);
 
 #endif

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Run the whole test suite: install what is missing (scripts/setup.sh --deps),
 # build, run ctest; then the same suite under AddressSanitizer +
-# UndefinedBehaviorSanitizer; then each libFuzzer target for a short time.
+# UndefinedBehaviorSanitizer; then the engine's thread pool and the daemon's
+# step-loop scheduler under ThreadSanitizer; then each libFuzzer target for a
+# short time.
 #
 #   bash scripts/test.sh             # everything (CI runs this)
 #   LS_FUZZ_SECONDS=300 bash scripts/test.sh   # fuzz longer (default 20 s per target)
-#   LS_SKIP_ASAN=1 / LS_SKIP_FUZZ=1  # skip a stage while iterating
+#   LS_SKIP_ASAN=1 / LS_SKIP_TSAN=1 / LS_SKIP_FUZZ=1  # skip a stage while iterating
 #   LS_LLAMACPP_MODELS=1 bash scripts/test.sh  # also the default model's K-quant files against
 #       llama.cpp's goldens: builds llama.cpp's quantizer from the llama-cpp-python sdist (PyPI)
 #       and makes models/bench/*.gguf first (scripts/llamacpp_tools.sh --models; ~10 min once)
@@ -61,6 +63,34 @@ if [ -z "${LS_SKIP_ASAN:-}" ]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_suite asan+ubsan build-asan "-LE clients" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_SANITIZE=ON \
       "-DLS_KERNEL_VARIANTS=portable;avx2"
+fi
+
+if [ -z "${LS_SKIP_TSAN:-}" ]; then
+  # Data races: binaries that do not link gRPC (TSan does not work with
+  # Debian's libgrpc): the forward pass over many sequences and the step
+  # loop on the engine's thread pool, and the scheduler's concurrent cases.
+  echo "== [tsan] configure + build (build-tsan)"
+  tsan_tests=(test_forward_multi test_gen_step test_daemon_sched)
+  mkdir -p build-tsan
+  if cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLS_TSAN=ON \
+       "-DLS_KERNEL_VARIANTS=portable;avx2" >build-tsan/configure.log 2>&1 \
+     && cmake --build build-tsan --target "${tsan_tests[@]}"; then
+    for t in "${tsan_tests[@]}"; do
+      only=""
+      # the scheduler's cases with threads racing (queue, cancel, budget, stops);
+      # the long single-stream ones run in the other stages
+      [ "$t" = test_daemon_sched ] && only=test_queue_and_cancel,test_cancel_mid_prompt,test_kv_budget,test_stops
+      echo "== [tsan] $t${only:+ ($only)}"
+      if LS_MODELS_DIR=$PWD/models LS_TESTDATA_DIR=$PWD/tests/data LS_TEST_ONLY=$only \
+           TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 "build-tsan/tests/$t" >"build-tsan/$t.log" 2>&1; then
+        passed=$((passed + 1)); tail -1 "build-tsan/$t.log"
+      else
+        failed=$((failed + 1)); echo "== [tsan] $t FAILED:"; tail -60 "build-tsan/$t.log"
+      fi
+    done
+  else
+    cat build-tsan/configure.log; echo "== [tsan] BUILD FAILED"; failed=$((failed + 1))
+  fi
 fi
 
 if [ -z "${LS_SKIP_FUZZ:-}" ]; then
