@@ -445,6 +445,46 @@ class TestOtherDaemons(Base):
         finally:
             self.assertEqual(d.stop(), 0, d.log_tail())
 
+    def test_long_prompt_deadline_and_kv_budget(self):
+        """A deadline during a long prompt ends it within a step or two (the
+        prompt runs in --prefill-chunk slices); with --kv-budget one context,
+        a request that does not fit next to a running one waits in the queue
+        with a session free, then runs; KV use shows in the metrics."""
+        from daemon_harness import Daemon
+        d = Daemon(ARGS.daemon, ARGS.model, ["--threads", "1", "--max-sessions", "2", "--ctx", "4096",
+                                             "--kv-budget", "4096", "--prefill-chunk", "32"], metrics=True)
+        try:
+            stub = self.pbg.LayerSkipStub(d.channel)
+            text = " ".join("word%d" % (i % 50) for i in range(1300))
+            n = len(stub.Tokenize(self.pb.TokenizeRequest(text=text), timeout=60).ids)
+            self.assertGreater(n, 3000)
+            self.assertLess(n, 4000)
+            t0 = time.time()
+            self.assert_code(lambda: stub.Generate(self.req(text, max_tokens=1), timeout=0.5),
+                             self.grpc.StatusCode.DEADLINE_EXCEEDED)
+            self.assertEqual(d.wait_metric("layerskip_sessions_busy", lambda v: v == 0), 0)
+            freed = time.time() - t0
+            self.assertLess(freed, 4.0, "the prompt of %d tokens was not interrupted" % n)
+            self.assertEqual(d.metric("layerskip_kv_reserved_tokens"), 0)
+            self.assertEqual(d.metric("layerskip_kv_budget_tokens"), 4096)
+
+            big = self.req("Tell me a story", max_tokens=4000, ignore_eos=True)
+            a = stub.GenerateStream(big, timeout=300)
+            next(a)  # running, holding most of the budget
+            reserved = d.metric("layerskip_kv_reserved_tokens")
+            self.assertGreater(reserved, 4000)
+            small = self.req(max_tokens=3, ignore_eos=True)
+            fut = stub.Generate.future(small, timeout=300)
+            self.assertEqual(d.wait_metric("layerskip_queue_depth", lambda v: v == 1), 1)  # waits, a session free
+            self.assertEqual(d.metric("layerskip_sessions_busy"), 1)
+            a.cancel()
+            self.assertEqual(len(fut.result().token_ids), 3)  # then runs
+            self.assertEqual(d.wait_metric("layerskip_sessions_busy", lambda v: v == 0), 0)
+            self.assertEqual(d.metric("layerskip_kv_reserved_tokens"), 0)
+            self.assertEqual(d.metric("layerskip_kv_reserved_bytes"), 0)
+        finally:
+            self.assertEqual(d.stop(), 0, d.log_tail())
+
     def test_auth_and_tls(self):
         from daemon_harness import Daemon
         tmp = scratch_dir("tls")
