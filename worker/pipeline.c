@@ -30,6 +30,7 @@
 #include <time.h>
 
 #define MAX_INFLIGHT 16
+#define LSW_MAX_SLOTS_BATCH 64 /* requests in one combined pass through [0, E) */
 
 /* a verdict or error for a slot, taken off the wire by whichever thread
  * polled it (messages of all slots share one link) */
@@ -38,6 +39,18 @@ typedef struct mail {
     int source;
     char error[512];
 } mail;
+
+/* a slot's forward pass through the drafter stage's layers, waiting to run
+ * together with the other slots' (stage0_forward) */
+typedef struct fwd_req {
+    ls_kv *kv;
+    int pos, n;
+    float *h;           /* (n, dim) in: embeddings, out: states after layer E-1 */
+    ls_status st;
+    ls_err *err;
+    bool done;
+    struct fwd_req *next;
+} fwd_req;
 
 typedef struct lsw_slot {
     ls_kv *kv;          /* layers [0, E), n_ctx positions */
@@ -77,6 +90,13 @@ struct lsw_pipeline {
     pthread_mutex_t faillock;
     atomic_bool broken;
     char why[1024];       /* written once, before broken is set */
+    /* the slots' passes through [0, E), run together (stage0_forward) */
+    pthread_mutex_t fwd_mu;
+    pthread_cond_t fwd_cv;
+    fwd_req *fwd_head;    /* waiting, oldest first (under fwd_mu) */
+    bool fwd_leader;      /* a slot's thread is running a batch (under fwd_mu) */
+    ls_ctx *fwd_ctx;      /* used by the leader only */
+    float *fwd_x;         /* (max_batch, dim) */
 };
 
 void lsw_options_default(lsw_options *o) {
@@ -198,6 +218,10 @@ void lsw_pipeline_free(lsw_pipeline *pl) {
         ls_dist_free(&sl->dist);
     }
     free(pl->slots);
+    ls_ctx_free(pl->fwd_ctx);
+    free(pl->fwd_x);
+    pthread_mutex_destroy(&pl->fwd_mu);
+    pthread_cond_destroy(&pl->fwd_cv);
     ls_model_free(pl->own_model);
     pthread_mutex_destroy(&pl->netlock);
     pthread_cond_destroy(&pl->mail_cv);
@@ -254,6 +278,8 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
     pthread_mutex_init(&pl->netlock, NULL);
     pthread_cond_init(&pl->mail_cv, NULL);
     pl->poller = -1;
+    pthread_mutex_init(&pl->fwd_mu, NULL);
+    pthread_cond_init(&pl->fwd_cv, NULL);
     pthread_mutex_init(&pl->faillock, NULL);
     atomic_init(&pl->broken, false);
     pl->comm = comm;
@@ -322,6 +348,12 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
             break;
         }
         st = ls_kv_create(pl->model, 0, E, o->n_ctx, &sl->kv, err);
+    }
+    if (st == LS_OK) st = ls_ctx_create(pl->model, o->n_threads, o->max_batch, &pl->fwd_ctx, err);
+    if (st == LS_OK) {
+        ls_ctx_set_exact(pl->fwd_ctx, !o->fast_math);
+        if (!(pl->fwd_x = malloc(sizeof(float) * (size_t)o->max_batch * (size_t)pl->cfg->dim)))
+            st = ls_err_set(err, LS_ERR_NOMEM, "out of memory for the drafter stage");
     }
     if (st != LS_OK) goto fail_local;
     st = lsw_trace_open(&pl->trace, o->trace_prefix, 0, err);
@@ -535,10 +567,66 @@ static ls_status progress(gen_run *g, ls_err *err) {
  * so the next stage starts on the first while this one runs the rest */
 /* the prompt's layers [0, E) here (their states to the drafter d, if any),
  * the rest on the stages */
+/* Positions [pos, pos+n) of a slot through layers [0, E), h in place. The
+ * slots' threads combine: requests wait in a list, and whichever thread
+ * finds no batch running takes the oldest ones (up to max_batch positions)
+ * and runs them in one ls_forward_multi on the shared context, so one read
+ * of the stage's weights serves every waiting request; exact mode keeps each
+ * row what it is alone. The thread returns once its own request ran. */
+static ls_status stage0_forward(lsw_pipeline *pl, ls_kv *kv, int pos, int n, float *h, ls_err *err) {
+    const int B = pl->opt.max_batch, E = lsw_layout_exit_layer(&pl->layout);
+    const size_t D = (size_t)pl->cfg->dim;
+    fwd_req me = {.kv = kv, .pos = pos, .n = n, .h = h, .st = LS_OK, .err = err};
+    pthread_mutex_lock(&pl->fwd_mu);
+    fwd_req **tail = &pl->fwd_head;
+    while (*tail) tail = &(*tail)->next;
+    *tail = &me;
+    while (!me.done) {
+        if (pl->fwd_leader) {
+            pthread_cond_wait(&pl->fwd_cv, &pl->fwd_mu);
+            continue;
+        }
+        pl->fwd_leader = true;
+        fwd_req *batch[LSW_MAX_SLOTS_BATCH];
+        ls_seq_slice seqs[LSW_MAX_SLOTS_BATCH];
+        int nb = 0, rows = 0;
+        while (pl->fwd_head && nb < LSW_MAX_SLOTS_BATCH && (nb == 0 || rows + pl->fwd_head->n <= B)) {
+            fwd_req *r = pl->fwd_head;
+            pl->fwd_head = r->next;
+            r->next = NULL;
+            seqs[nb] = (ls_seq_slice){r->kv, r->pos, r->n};
+            batch[nb++] = r;
+            rows += r->n;
+        }
+        pthread_mutex_unlock(&pl->fwd_mu);
+        rows = 0;
+        for (int i = 0; i < nb; i++) {
+            memcpy(pl->fwd_x + (size_t)rows * D, batch[i]->h, sizeof(float) * D * (size_t)batch[i]->n);
+            rows += batch[i]->n;
+        }
+        ls_err e;
+        ls_status st = ls_forward_multi(pl->fwd_ctx, seqs, nb, 0, E, pl->fwd_x, &e);
+        rows = 0;
+        for (int i = 0; i < nb; i++) {
+            if (st == LS_OK) memcpy(batch[i]->h, pl->fwd_x + (size_t)rows * D, sizeof(float) * D * (size_t)batch[i]->n);
+            else if (batch[i]->err) *batch[i]->err = e;
+            rows += batch[i]->n;
+        }
+        pthread_mutex_lock(&pl->fwd_mu);
+        for (int i = 0; i < nb; i++) {
+            batch[i]->st = st;
+            batch[i]->done = true;
+        }
+        pl->fwd_leader = false;
+        pthread_cond_broadcast(&pl->fwd_cv);
+    }
+    pthread_mutex_unlock(&pl->fwd_mu);
+    return me.st;
+}
+
 static ls_status prefill(gen_run *g, ls_drafter *d, const int32_t *prompt, int n, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     lsw_slot *sl = g->slot;
-    const int E = lsw_layout_exit_layer(&pl->layout);
     int B = (n + 3) / 4;
     if (B < 8) B = 8;
     if (B > pl->opt.max_batch) B = pl->opt.max_batch;
@@ -546,7 +634,7 @@ static ls_status prefill(gen_run *g, ls_drafter *d, const int32_t *prompt, int n
         int nb = n - done < B ? n - done : B;
         int64_t t0 = lsw_now_us();
         ls_status st = ls_embed(sl->ctx, prompt + done, nb, sl->h, err);
-        if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, done, nb, sl->h, err);
+        if (st == LS_OK) st = stage0_forward(pl, sl->kv, done, nb, sl->h, err);
         if (st == LS_OK && d) st = ls_drafter_feed(d, done, nb, sl->h, err);
         if (st != LS_OK) return st;
         st = send_chunk(g, done, nb, LSW_CHUNK_PREFILL, -1, 0, prompt + done, NULL, err);
@@ -646,7 +734,6 @@ static void next_generation(gen_run *g) {
 
 static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int n_prompt, ls_err *err) {
     lsw_pipeline *pl = g->pl;
-    const int E = lsw_layout_exit_layer(&pl->layout);
     double t0 = ls_time_ms();
     ls_status st = prefill(g, NULL, prompt, n_prompt - 1, err);
     g->stats->prefill_ms = ls_time_ms() - t0;
@@ -656,7 +743,7 @@ static ls_status generate_autoregressive(gen_run *g, const int32_t *prompt, int 
     while (st == LS_OK) {
         int64_t s0 = lsw_now_us();
         st = ls_embed(g->slot->ctx, &tok, 1, g->slot->h, err);
-        if (st == LS_OK) st = ls_forward(g->slot->ctx, g->slot->kv, 0, E, pos, 1, g->slot->h, err);
+        if (st == LS_OK) st = stage0_forward(pl, g->slot->kv, pos, 1, g->slot->h, err);
         if (st == LS_OK) st = send_chunk(g, pos, 1, 0, -1, 0, &tok, NULL, err);
         if (st != LS_OK) break;
         lsw_trace_span(&pl->trace, "forward", g->slot_id, g->slot->generation, pos, 1, s0, lsw_now_us());
@@ -847,7 +934,7 @@ static ls_status generate_speculative(gen_run *g, const int32_t *prompt, int n_p
 static ls_status generate_early_exit(gen_run *g, const int32_t *prompt, int n_prompt, ls_err *err) {
     lsw_pipeline *pl = g->pl;
     const ls_gen_params *p = g->p;
-    const int E = lsw_layout_exit_layer(&pl->layout), B = pl->opt.max_batch, D = pl->cfg->dim,
+    const int B = pl->opt.max_batch, D = pl->cfg->dim,
               V = pl->cfg->n_vocab;
     lsw_slot *sl = g->slot;
     int32_t *hist = sl->hist;
@@ -859,7 +946,7 @@ static ls_status generate_early_exit(gen_run *g, const int32_t *prompt, int n_pr
     for (int done = 0; done < n_prompt && st == LS_OK; done += B) {
         int nb = n_prompt - done < B ? n_prompt - done : B;
         st = ls_embed(sl->ctx, prompt + done, nb, sl->h, err);
-        if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, done, nb, sl->h, err);
+        if (st == LS_OK) st = stage0_forward(pl, sl->kv, done, nb, sl->h, err);
         if (st == LS_OK && done + nb == n_prompt)
             st = ls_exit_head(sl->ctx, sl->h + (size_t)(nb - 1) * D, 1, sl->logits, err);
     }
@@ -872,7 +959,7 @@ static ls_status generate_early_exit(gen_run *g, const int32_t *prompt, int n_pr
         if (pos >= pl->opt.n_ctx) { g->stats->finish = LS_FINISH_CONTEXT; break; }
         hist[pos] = t;
         st = ls_embed(sl->ctx, &t, 1, sl->h, err);
-        if (st == LS_OK) st = ls_forward(sl->ctx, sl->kv, 0, E, pos, 1, sl->h, err);
+        if (st == LS_OK) st = stage0_forward(pl, sl->kv, pos, 1, sl->h, err);
         if (st == LS_OK) st = ls_exit_head(sl->ctx, sl->h, 1, sl->logits, err);
         pos++;
     }
