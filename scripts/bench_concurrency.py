@@ -25,6 +25,11 @@ all alike; medians over --runs:
   pipeline  (--pipeline) mpirun -np 1 layerskipd --threads 1 --stages 0-8,8-L
             : -np 1 layerskip-worker --max-sessions 16
 
+With --batch-prompts N (and no streams measured): one new single-process
+daemon (--threads T, --max-sessions 8) on the first of --models, and the
+`layerskip batch` CLI over N prompts of --batch-tokens tokens each, at
+--concurrency 8, 1, 8 (wall time of each job; the ratio c1 / c8).
+
 A benchmark, not a test: read the ratios, not the absolute numbers.
 """
 import argparse
@@ -66,6 +71,8 @@ def main():
     ap.add_argument("--old-threads", type=int, default=1, help="threads per session of the old single process")
     ap.add_argument("--pipeline", action="store_true", help="also the 2-rank pipeline")
     ap.add_argument("--no-single", action="store_true", help="only the pipeline")
+    ap.add_argument("--batch-prompts", type=int, default=0, help="time a layerskip batch job of N prompts instead")
+    ap.add_argument("--batch-tokens", type=int, default=8)
     ap.add_argument("--json", help="write the results here")
     a = ap.parse_args()
     sys.path.insert(0, os.path.join(a.build, "proto", "python"))
@@ -74,6 +81,8 @@ def main():
     from layerskip.v1 import layerskip_pb2 as pb, layerskip_pb2_grpc as pbg
     from daemon_harness import Daemon
 
+    if a.batch_prompts:
+        return batch_job(a, Daemon)
     streams = [int(x) for x in a.streams.split(",")]
     builds = [("new", a.build)] + ([("old", a.old_build)] if a.old_build else [])
     designs = ([] if a.no_single else ["single"]) + (["pipeline"] if a.pipeline else [])
@@ -170,6 +179,48 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def batch_job(a, Daemon):
+    import subprocess
+    import tempfile
+    model = a.models.split(",")[0]
+    d = Daemon(os.path.join(a.build, "daemon", "layerskipd"), model,
+               ["--threads", str(a.threads), "--max-sessions", "8", "--max-queue", "64", "--ctx", "256"])
+    cli = os.path.join(a.build, "client", "layerskip")
+    tmp = tempfile.mkdtemp(prefix="ls_batch_")
+    inp = os.path.join(tmp, "in.jsonl")
+    with open(inp, "w") as f:
+        for i in range(a.batch_prompts):
+            f.write(json.dumps({"id": i, "prompt": "%s (%d)" % (PROMPTS[i % len(PROMPTS)], i),
+                                "max_tokens": a.batch_tokens, "ignore_eos": True}) + "\n")
+    walls = {1: [], 8: []}
+    try:
+        for k, c in enumerate([8, 1, 8]):
+            out = os.path.join(tmp, "out%d.jsonl" % k)
+            t0 = time.perf_counter()
+            r = subprocess.run([cli, "batch", "--server", d.addr, "--input", inp, "--output", out, "--concurrency", str(c),
+                                "--no-token-ids", "--progress", "lines", "--progress-every", "60"],
+                               capture_output=True, text=True)
+            wall = time.perf_counter() - t0
+            if not os.path.exists(out):
+                raise RuntimeError("layerskip batch wrote nothing (exit %d): %s" % (r.returncode, r.stderr[-2000:]))
+            with open(out) as f:
+                n_ok = sum(1 for line in f if '"error"' not in line)
+            print("  batch of %d prompts x %d tokens at --concurrency %d: %.1f s (%d ok, exit %d)" %
+                  (a.batch_prompts, a.batch_tokens, c, wall, n_ok, r.returncode), flush=True)
+            if r.returncode != 0:
+                print(r.stderr[-2000:])
+            walls[c].append(wall)
+    finally:
+        d.stop()
+    c8 = statistics.median(walls[8])
+    print("%s: --concurrency 1 %.1f s, 8 %.1f s (median of 2): %.2fx faster at 8" %
+          (os.path.basename(model), walls[1][0], c8, walls[1][0] / c8))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"model": os.path.basename(model), "prompts": a.batch_prompts, "tokens": a.batch_tokens,
+                       "threads": a.threads, "wall_c1": walls[1], "wall_c8": walls[8]}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -275,7 +275,6 @@ static int take_batch(stage *s, job **batch, int max_jobs) {
     const int B = ls_ctx_max_batch(s->ctx);
     int n = 0, rows = 0;
     job **pp = &s->q_head;
-    s->q_tail = NULL;
     while (*pp && n < max_jobs) {
         job *j = *pp;
         if (j->h.generation < s->slots[j->h.slot].floor) { /* stale */
@@ -289,8 +288,7 @@ static int take_batch(stage *s, job **batch, int max_jobs) {
         for (int i = 0; i < n; i++) slot_taken |= batch[i]->h.slot == j->h.slot;
         if (slot_taken || rows + j->h.count > B) {
             /* a later chunk of a slot already in the batch, or too many positions:
-             * it waits; so does every later chunk of its slot */
-            s->q_tail = j;
+             * it waits; so does every later chunk of its slot (the break) */
             pp = &j->next;
             if (rows + j->h.count > B && n > 0) break;
             continue;
