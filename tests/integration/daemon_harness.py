@@ -31,12 +31,14 @@ def free_port():
 
 
 class Daemon:
-    def __init__(self, binary, model, args=(), metrics=False, tmpdir=None, startup_s=120, prefix=(), suffix=()):
-        """prefix/suffix wrap the command: mpirun ... -np 1 [layerskipd ...] : -np N layerskip-worker"""
+    def __init__(self, binary, model, args=(), metrics=False, tmpdir=None, startup_s=120, prefix=(), suffix=(),
+                 listen=None):
+        """prefix/suffix wrap the command: mpirun ... -np 1 [layerskipd ...] : -np N layerskip-worker;
+        listen: HOST:PORT to serve on instead of a free loopback port (a test host's address)"""
         import grpc
         from grpc_health.v1 import health_pb2, health_pb2_grpc
-        self.port = free_port()
-        self.addr = "127.0.0.1:%d" % self.port
+        self.port = int(listen.rsplit(":", 1)[1]) if listen else free_port()
+        self.addr = listen or "127.0.0.1:%d" % self.port
         self.metrics_port = free_port() if metrics else None
         self.tmpdir = tmpdir or scratch_dir("test")
         self.log_path = os.path.join(self.tmpdir, "layerskipd-%d.log" % self.port)
