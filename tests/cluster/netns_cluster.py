@@ -86,6 +86,10 @@ class Cluster:
             sh("ip", "addr", "add", addr + "/24", "dev", "eth0", ns=ns)
             sh("ip", "link", "set", "eth0", "up", ns=ns)
             sh("ip", "route", "add", "default", "via", self.net + ".1", ns=ns)
+            # give up on a peer that stops acknowledging after about 3 s of
+            # retransmissions (Linux's default, 15 retries, is about 15 min):
+            # mpirun talking to a cut-off host's orted would hang that long
+            sh("sysctl", "-q", "-w", "net.ipv4.tcp_retries2=4", ns=ns)
             if rate:
                 sh("tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", rate, "burst", "64kb",
                    "latency", "50ms", ns=ns)
@@ -129,13 +133,19 @@ class Cluster:
         n_workers = self.n - 1 if n_workers is None else n_workers
         daemon = os.path.join(build, "daemon", "layerskipd")
         worker = os.path.join(build, "worker", "layerskip-worker")
-        launch = self.mpirun([(1, ["__DAEMON__"]), (n_workers, [worker])])
+        # mpirun runs on host 1, as on a cluster's first node
+        launch = self.on_host(0, self.mpirun([(1, ["__DAEMON__"]), (n_workers, [worker])]))
         i = launch.index("__DAEMON__")
         prefix, suffix = launch[:i], launch[i + 1:]
         d = Daemon(daemon, model, list(daemon_args), prefix=prefix, suffix=suffix, startup_s=startup_s,
                    listen="%s:%d" % (self.addrs[0], port))
         self.procs.append(d)
         return d
+
+    def on_host(self, i, cmd):
+        """cmd run inside host i (its namespace, with its hostname)"""
+        return ["ip", "netns", "exec", self.hosts[i], "unshare", "--uts", "/bin/sh", "-c",
+                'hostname "$0" && exec "$@"', self.hosts[i]] + list(cmd)
 
     # ---- faults ----
     def pids(self, i):
