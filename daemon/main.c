@@ -126,8 +126,7 @@ static int budget_stages(const ls_model *model, const char *text, int exit_layer
     uint64_t budgets[LSW_MAX_STAGES], *layer = calloc((size_t)L, sizeof *layer);
     ls_err e = {{0}};
     if (!layer) return startup_error("out of memory");
-    const uint64_t kv = 2ull * (uint64_t)n_ctx * (uint64_t)n_slots * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim *
-                        sizeof(uint16_t);
+    const uint64_t kv = ls_kv_bytes(model, 0, 1, n_ctx) * (uint64_t)n_slots;
     for (int l = 0; l < L; l++) layer[l] = ls_model_weight_bytes(model, l, l + 1, false, false) + kv;
     const uint64_t head = ls_model_weight_bytes(model, 0, 0, false, true);
     /* rank 0 holds the embedding and the head: one matrix when they are tied */
@@ -348,14 +347,11 @@ int main(int argc, char **argv) {
                          /* the bench's prompt batch; above LS_MAX_SPECULATIONS + 1 so any k fits */
                          .max_batch = 256, .max_queue = cfg.max_queue, .prefill_chunk = cfg.prefill_chunk,
                          .metrics = metrics};
-    {
-        const ls_config *kc = ls_model_config(model);
-        so.kv_bytes_per_pos = 2 * (int64_t)kc->n_layers * kc->n_kv_heads * kc->head_dim * (int64_t)sizeof(uint16_t);
-        if (lsd_kv_budget_parse(cfg.kv_budget, so.kv_bytes_per_pos, n_ctx, &so.kv_budget, err, sizeof err) != 0) {
-            fprintf(stderr, "layerskipd: %s\n", err);
-            rc = 2;
-            goto out;
-        }
+    so.kv_bytes_per_pos = (int64_t)ls_kv_bytes(model, 0, L, 1);
+    if (lsd_kv_budget_parse(cfg.kv_budget, so.kv_bytes_per_pos, n_ctx, &so.kv_budget, err, sizeof err) != 0) {
+        fprintf(stderr, "layerskipd: %s\n", err);
+        rc = 2;
+        goto out;
     }
 #ifdef LSD_WITH_MPI
     if (pl) {

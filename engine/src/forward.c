@@ -18,6 +18,7 @@ struct ls_kv {
     int *len;             /* (l1 - l0) valid positions per layer */
     uint16_t *k;          /* (l1 - l0, n_ctx, kv_dim) fp16 */
     uint16_t *v;          /* (l1 - l0, n_ctx, kv_dim) fp16 */
+    size_t bytes;         /* of k and v together (ls_kv_bytes) */
 };
 
 /* K and V come straight from the OS: pages become resident as positions
@@ -26,6 +27,12 @@ struct ls_kv {
 static uint16_t *kv_map(size_t bytes) {
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+uint64_t ls_kv_bytes(const ls_model *m, int l0, int l1, int n_ctx) {
+    const ls_config *c = &m->cfg;
+    return 2ull * (uint64_t)(l1 - l0) * (uint64_t)n_ctx * (uint64_t)c->n_kv_heads * (uint64_t)c->head_dim *
+           sizeof(uint16_t);
 }
 
 ls_status ls_kv_create(const ls_model *m, int l0, int l1, int n_ctx, ls_kv **out, ls_err *err) {
@@ -41,14 +48,14 @@ ls_status ls_kv_create(const ls_model *m, int l0, int l1, int n_ctx, ls_kv **out
     kv->l1 = l1;
     kv->n_ctx = n_ctx;
     kv->kv_dim = c->n_kv_heads * c->head_dim;
-    size_t n = (size_t)(l1 - l0) * (size_t)n_ctx * (size_t)kv->kv_dim;
+    kv->bytes = (size_t)ls_kv_bytes(m, l0, l1, n_ctx);
     kv->len = calloc((size_t)(l1 - l0), sizeof(int));
-    kv->k = kv_map(n * sizeof(uint16_t));
-    kv->v = kv_map(n * sizeof(uint16_t));
+    kv->k = kv_map(kv->bytes / 2);
+    kv->v = kv_map(kv->bytes / 2);
     if (!kv->len || !kv->k || !kv->v) {
         ls_kv_free(kv);
         return ls_err_set(err, LS_ERR_NOMEM, "out of memory for a KV cache of %zu MB (reduce --ctx)",
-                          n * 4 / (1024 * 1024));
+                          kv->bytes / (1024 * 1024));
     }
     *out = kv;
     return LS_OK;
@@ -56,10 +63,9 @@ ls_status ls_kv_create(const ls_model *m, int l0, int l1, int n_ctx, ls_kv **out
 
 void ls_kv_free(ls_kv *kv) {
     if (!kv) return;
-    const size_t bytes = (size_t)(kv->l1 - kv->l0) * (size_t)kv->n_ctx * (size_t)kv->kv_dim * sizeof(uint16_t);
     free(kv->len);
-    if (kv->k) munmap(kv->k, bytes);
-    if (kv->v) munmap(kv->v, bytes);
+    if (kv->k) munmap(kv->k, kv->bytes / 2);
+    if (kv->v) munmap(kv->v, kv->bytes / 2);
     free(kv);
 }
 

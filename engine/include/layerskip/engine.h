@@ -65,6 +65,9 @@ typedef struct ls_kv ls_kv;
 ls_status ls_kv_create(const ls_model *m, int l0, int l1, int n_ctx, ls_kv **out, ls_err *err);
 void ls_kv_free(ls_kv *kv);
 int ls_kv_n_ctx(const ls_kv *kv);
+/* bytes of K and V (fp16) for layers [l0, l1) and n_ctx positions: what
+ * ls_kv_create maps (one rule for every KV size: budgets, metrics) */
+uint64_t ls_kv_bytes(const ls_model *m, int l0, int l1, int n_ctx);
 /* number of valid positions cached for layer l (0 when l is not held) */
 int ls_kv_len(const ls_kv *kv, int layer);
 /* rollback: cut layers [l0, l1) back to at most len positions */
