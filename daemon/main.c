@@ -113,6 +113,60 @@ static bool launched_by_mpi(void) {
     return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK");
 }
 
+/* mpirun's odls_base_sigkill_timeout T (mpirun passes --mca settings to
+ * the ranks as OMPI_MCA_ variables; OpenMPI's default is 1 s): after its
+ * SIGTERM the launcher sends SIGKILL T s later */
+static double launcher_sigkill_s(void) {
+    const char *v = getenv("OMPI_MCA_odls_base_sigkill_timeout");
+    char *end = NULL;
+    double t = v ? strtod(v, &end) : 1;
+    return v && (end == v || t < 0 || t > 3600) ? 1 : t;
+}
+
+/* how long a stage may take to answer the roll call after the launcher's
+ * signal: half of what is left before its SIGKILL, at most a stage timeout */
+static double launcher_roll_call_s(double stage_timeout) {
+    double w = launcher_sigkill_s() / 2;
+    if (w < 0.2) w = 0.2;
+    return w > stage_timeout ? stage_timeout : w;
+}
+
+/* MPI_Abort asks mpirun to end every rank, but OpenMPI 4.1's mpirun waits
+ * without limit for a host whose orted holds its connection without
+ * answering (its processes stopped, say): the job never ends and a
+ * supervisor never restarts it. So a small child outlives this rank and, if
+ * the launcher is still there 2T + 5 s later, sends it SIGTERM, which ends
+ * mpirun at once (non-zero); the stopped host's orted ends its ranks when it
+ * runs again and finds mpirun gone. Only for mpirun as the parent (rank 0 on
+ * the first node, as deploy/README.md starts it). */
+static void launcher_watchdog(void) {
+    const pid_t launcher = getppid();
+    if (launcher <= 1) return;
+    char path[64], comm[32] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)launcher);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    if (!fgets(comm, sizeof comm, f)) comm[0] = 0;
+    fclose(f);
+    comm[strcspn(comm, "\n")] = 0;
+    if (strcmp(comm, "mpirun") != 0 && strcmp(comm, "mpiexec") != 0 && strcmp(comm, "orterun") != 0) return;
+    const double grace = 2 * launcher_sigkill_s() + 5;
+    LSD_LOG(LSD_LOG_INFO, "if %s (pid %d) has not ended the job within %.0f s, a watchdog sends it SIGTERM", comm,
+            (int)launcher, grace);
+    fflush(NULL);
+    if (fork() != 0) return; /* this rank goes on to MPI_Abort (or fork failed: nothing to do) */
+    /* the child of a threaded process: async-signal-safe calls only */
+    setsid(); /* out of the rank's process group, which the launcher kills */
+    for (int fd = 0; fd < 65536; fd++) close(fd); /* no pipe held open: mpirun waits for its ranks' output to end */
+    const struct timespec tick = {0, 100 * 1000 * 1000};
+    for (int i = 0; i < (int)(grace * 10); i++) {
+        if (kill(launcher, 0) != 0) _exit(0);
+        nanosleep(&tick, NULL);
+    }
+    kill(launcher, SIGTERM);
+    _exit(0);
+}
+
 static ls_status pipe_generate(void *user, int slot, const int32_t *prompt, int n_prompt, const ls_gen_params *p,
                                int32_t *out, ls_token_cb cb, void *cb_user, ls_gen_stats *stats, ls_err *err) {
     return lsw_generate(user, slot, prompt, n_prompt, p, out, cb, cb_user, stats, err);
@@ -411,9 +465,19 @@ int main(int argc, char **argv) {
         /* the monitor: liveness pings between signals */
         const struct timespec half = {0, 500 * 1000 * 1000};
         for (;;) {
-            sig = sigtimedwait(&sigs, NULL, &half);
+            siginfo_t si = {0};
+            sig = sigtimedwait(&sigs, &si, &half);
             /* mpirun signals every rank when one of them dies: was it one of ours here? */
             if (sig == SIGTERM || sig == SIGINT) lsw_pipeline_probe(pl);
+            /* from the launcher itself, the signal means the job is ending
+             * (SIGKILL follows T s later): a stage that does not answer
+             * within T/2 is the lost one, and the requests are told so */
+            if ((sig == SIGTERM || sig == SIGINT) && si.si_pid > 1 && si.si_pid == getppid()) {
+                const double w = launcher_roll_call_s(cfg.stage_timeout);
+                LSD_LOG(LSD_LOG_INFO, "%s from the launcher (pid %d): roll call of the stages, %.1f s", strsignal(sig),
+                        (int)si.si_pid, w);
+                lsw_pipeline_roll_call(pl, w);
+            }
             ls_err perr = {{0}};
             if (lsw_pipeline_check(pl, 1.0, &perr) != LS_OK) {
                 stage_lost = true;
@@ -429,15 +493,20 @@ int main(int argc, char **argv) {
         snprintf(reason, sizeof reason, "pipeline stage lost: %.560s", why);
         LSD_LOG(LSD_LOG_ERROR, "%s; health NOT_SERVING, failing requests with UNAVAILABLE, ending the job", reason);
         lsd_server_begin_drain_reason(srv, reason);
-        /* running and queued generations fail at once (the pipeline is broken) */
+        /* running generations fail by themselves (the pipeline is broken,
+         * each says where); queued ones get the reason now */
         struct timespec tick = {0, 10 * 1000 * 1000};
-        double until = now_s() + 3;
+        double until = now_s() + 0.1; /* mpirun's SIGKILL may be < 1 s away */
+        lsd_sched_fail_all(sched, GRPC_STATUS_UNAVAILABLE, reason);
         while (lsd_sched_active(sched) > 0 && now_s() < until) nanosleep(&tick, NULL);
-        lsd_sched_cancel_all(sched, GRPC_STATUS_UNAVAILABLE);
-        while (lsd_sched_active(sched) > 0) nanosleep(&tick, NULL);
-        lsd_server_shutdown(srv, 1.0);
-        rc = 1;
-        goto out;
+        /* a slot thread may be stuck in MPI (OpenMPI blocks there while
+         * mpirun ends the job): answer its clients without it */
+        lsd_server_fail_generations(srv, GRPC_STATUS_UNAVAILABLE, reason);
+        lsd_server_shutdown(srv, 0.5);
+        /* end the job now: freeing the scheduler would join those threads */
+        launcher_watchdog();
+        fflush(NULL);
+        MPI_Abort(MPI_COMM_WORLD, 1);
     }
 #endif
     while (sig != SIGINT && sig != SIGTERM) sig = sigwaitinfo(&sigs, NULL);
@@ -471,6 +540,7 @@ early_out:
     if (mpi) {
         if (pl && (stage_lost || lsw_pipeline_probe(pl))) {
             /* a stage is gone or stuck: end every rank of the job (no orphans), non-zero */
+            launcher_watchdog();
             fflush(NULL);
             MPI_Abort(MPI_COMM_WORLD, rc > 0 ? rc : 1);
         }

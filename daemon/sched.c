@@ -59,6 +59,7 @@ struct lsd_sched {
     int n_queued, n_busy;
     int64_t kv_reserved;    /* positions the running jobs reserved */
     bool closed;
+    char fail_msg[512]; /* lsd_sched_fail_all's message for what it stops (under mu) */
     sched_slot *slots;      /* (n_slots) */
     bool stepping;          /* one step loop (no pipeline) */
     ls_ctx *ctx;            /* the step loop's context */
@@ -249,8 +250,11 @@ static void job_end(lsd_sched *s, sched_slot *sl, lsd_job *j, run_state *rs, ls_
 
     if (r.cancelled || atomic_load(&j->cancel)) {
         j->code = atomic_load(&j->cancel_code);
+        pthread_mutex_lock(&s->mu);
         snprintf(j->message, sizeof j->message, "%s",
-                 j->code == CODE_UNAVAILABLE ? "server is shutting down" : "request cancelled");
+                 j->code != CODE_UNAVAILABLE ? "request cancelled" : s->fail_msg[0] ? s->fail_msg
+                                                                     : "server is shutting down");
+        pthread_mutex_unlock(&s->mu);
     } else if (st == LS_ERR_IO && s->o.generate) {
         j->code = CODE_UNAVAILABLE; /* a pipeline stage was lost */
         snprintf(j->message, sizeof j->message, "%.500s", err.msg);
@@ -495,13 +499,13 @@ static lsd_job *take_queue(lsd_sched *s) {
     return list;
 }
 
-static void finish_cancelled(lsd_job *list, int code) {
+static void finish_cancelled(lsd_job *list, int code, const char *msg) {
     while (list) {
         lsd_job *next = list->next;
         list->next = NULL;
         list->code = code;
         snprintf(list->message, sizeof list->message, "%s",
-                 code == CODE_UNAVAILABLE ? "server is shutting down" : "request cancelled");
+                 msg ? msg : code == CODE_UNAVAILABLE ? "server is shutting down" : "request cancelled");
         list->total_ms = ls_time_ms() - list->t_arrival;
         list->queue_ms = list->total_ms;
         list->on_done(list->user, list);
@@ -509,8 +513,11 @@ static void finish_cancelled(lsd_job *list, int code) {
     }
 }
 
-void lsd_sched_cancel_all(lsd_sched *s, int code) {
+void lsd_sched_cancel_all(lsd_sched *s, int code) { lsd_sched_fail_all(s, code, NULL); }
+
+void lsd_sched_fail_all(lsd_sched *s, int code, const char *msg) {
     pthread_mutex_lock(&s->mu);
+    if (msg && !s->fail_msg[0]) snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg);
     s->closed = true;
     lsd_job *list = take_queue(s);
     for (int i = 0; i < s->o.n_slots; i++) {
@@ -522,7 +529,7 @@ void lsd_sched_cancel_all(lsd_sched *s, int code) {
     }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
-    finish_cancelled(list, code);
+    finish_cancelled(list, code, msg);
 }
 
 void lsd_sched_free(lsd_sched *s) {
@@ -590,7 +597,7 @@ void lsd_sched_cancel(lsd_sched *s, lsd_job *job, int code) {
         }
     }
     pthread_mutex_unlock(&s->mu);
-    if (removed) finish_cancelled(job, code);
+    if (removed) finish_cancelled(job, code, NULL);
 }
 
 int lsd_sched_active(lsd_sched *s) {

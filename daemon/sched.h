@@ -146,6 +146,9 @@ lsd_submit_result lsd_sched_submit(lsd_sched *s, lsd_job *job, int *n_waiting);
 void lsd_sched_cancel(lsd_sched *s, lsd_job *job, int code);
 /* cancel everything queued or running with code; new submits are refused */
 void lsd_sched_cancel_all(lsd_sched *s, int code);
+/* the same, with msg as the queued jobs' message instead of the default
+ * ("server is shutting down"): why the server cannot run them */
+void lsd_sched_fail_all(lsd_sched *s, int code, const char *msg);
 /* jobs queued + running */
 int lsd_sched_active(lsd_sched *s);
 /* jobs waiting in the queue */

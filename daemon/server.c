@@ -112,6 +112,9 @@ struct call {
 
     grpc_byte_buffer *recv_bb;  /* reflection: the message being received */
 
+    call *gen_prev, *gen_next;  /* srv->gens: the scheduler holds its job (under srv->mu) */
+    bool in_gens;
+
     char *watch_service;        /* Health.Watch */
     bool watching;              /* in srv->watchers (holds a reference) */
     call *watch_next;
@@ -130,8 +133,9 @@ struct lsd_server {
     atomic_bool draining;
     char drain_msg[512];       /* why new calls get UNAVAILABLE (set before draining) */
     atomic_bool shutting_down;
-    pthread_mutex_t mu;         /* watchers */
+    pthread_mutex_t mu;         /* watchers, gens */
     call *watchers;
+    call *gens;                 /* calls whose job the scheduler holds */
     int shutdown_tag;
 };
 
@@ -378,10 +382,41 @@ static bool stream_append(call *c, const char *text, size_t len, const int32_t *
     return true;
 }
 
+static void gens_add(call *c) {
+    lsd_server *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    c->gen_prev = NULL;
+    c->gen_next = srv->gens;
+    if (srv->gens) srv->gens->gen_prev = c;
+    srv->gens = c;
+    c->in_gens = true;
+    pthread_mutex_unlock(&srv->mu);
+}
+
+static void gens_remove(call *c) {
+    lsd_server *srv = c->srv;
+    pthread_mutex_lock(&srv->mu);
+    if (c->in_gens) {
+        if (c->gen_prev) c->gen_prev->gen_next = c->gen_next;
+        else srv->gens = c->gen_next;
+        if (c->gen_next) c->gen_next->gen_prev = c->gen_prev;
+        c->in_gens = false;
+    }
+    pthread_mutex_unlock(&srv->mu);
+}
+
+void lsd_server_fail_generations(lsd_server *srv, int code, const char *msg) {
+    int n = 0;
+    pthread_mutex_lock(&srv->mu);
+    for (call *c = srv->gens; c; c = c->gen_next, n++) finish(c, (grpc_status_code)code, msg);
+    pthread_mutex_unlock(&srv->mu);
+    if (n) LSD_LOG(LSD_LOG_WARN, "answered %d generation(s) whose job had not ended: %s", n, msg);
+}
+
 static void on_job_chunk(void *user, lsd_job *j, const char *text, size_t len, const int32_t *ids, int n) {
     call *c = user;
     pthread_mutex_lock(&c->mu);
-    if (!c->dead && !c->closed) {
+    if (!c->dead && !c->closed && !c->status_queued) {
         if (stream_append(c, text, len, ids, n)) {
             kick(c);
         } else { /* out of memory: stop the generation */
@@ -394,9 +429,11 @@ static void on_job_chunk(void *user, lsd_job *j, const char *text, size_t len, c
 
 static void on_job_done(void *user, lsd_job *j) {
     call *c = user;
+    gens_remove(c);
     pthread_mutex_lock(&c->mu);
     c->job_active = false;
-    if (!c->dead && !c->closed) {
+    /* status_queued: lsd_server_fail_generations answered it already */
+    if (!c->dead && !c->closed && !c->status_queued) {
         if (j->code != GRPC_STATUS_OK) {
             finish_locked(c, (grpc_status_code)j->code, j->message);
         } else if (c->method == M_GENERATE_STREAM) {
@@ -547,9 +584,11 @@ static void handle_generate(call *c, const grpc_slice *req) {
     c->job_active = true;
     c->refs++;
     pthread_mutex_unlock(&c->mu);
+    gens_add(c);
     int waiting = 0;
     lsd_submit_result r = lsd_sched_submit(srv->o.sched, &c->job, &waiting);
     if (r == LSD_SUBMIT_OK) return;
+    gens_remove(c);
     pthread_mutex_lock(&c->mu);
     c->job_active = false;
     c->refs--;

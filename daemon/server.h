@@ -42,6 +42,10 @@ void lsd_server_begin_drain_reason(lsd_server *s, const char *reason);
 /* stop accepting calls, end health watches, give in-flight calls grace_s
  * to finish, then cancel the rest; returns when every call is gone */
 void lsd_server_shutdown(lsd_server *s, double grace_s);
+/* answer every generation whose job the scheduler still holds with code
+ * and msg now, without waiting for the job (whose thread may be stuck in
+ * MPI after a pipeline stage was lost); its later output is dropped */
+void lsd_server_fail_generations(lsd_server *s, int code, const char *msg);
 /* after lsd_server_shutdown and lsd_sched_free: stop the queue thread, free */
 void lsd_server_free(lsd_server *s);
 

@@ -84,7 +84,16 @@ struct lsw_pipeline {
     int pids[LSW_MAX_STAGES];
     char hosts[LSW_MAX_STAGES][64];
     char kernels[LSW_MAX_STAGES][32];
-    double heard[LSW_MAX_STAGES];     /* MPI_Wtime of the last message from each rank (under netlock) */
+    _Atomic double heard[LSW_MAX_STAGES]; /* mono_s() of the last message from each rank (written under
+                                           * netlock; read without it: the MPI layer may be stuck) */
+    /* liveness (lsw_pipeline_check): a thread of its own pings and pumps,
+     * so the caller never enters MPI (OpenMPI can block a call while mpirun
+     * ends the job, and the caller must still answer) */
+    pthread_t live_thread;
+    bool live_started;
+    atomic_bool live_stop, roll_req;
+    _Atomic double live_beat;        /* mono_s() when its last round ended */
+    _Atomic double live_interval;
     double ping_sent[LSW_MAX_STAGES]; /* > 0: a ping is outstanding since then */
     int32_t ping_seq;
     pthread_mutex_t faillock;
@@ -130,6 +139,12 @@ bool lsw_pipeline_broken(const lsw_pipeline *pl, const char **why) {
     return b;
 }
 
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static void idle_wait(void) {
     struct timespec ts = {0, 20000};
     nanosleep(&ts, NULL);
@@ -151,14 +166,14 @@ static ls_status fail(lsw_pipeline *pl, ls_status st, ls_err *err) {
  * error names late_rank's stage and `what` was awaited. */
 static ls_status wait_msg(lsw_pipeline *pl, double timeout_s, int late_rank, const char *what, lsw_msg *m,
                           ls_err *err) {
-    const double t0 = MPI_Wtime();
+    const double t0 = mono_s();
     for (;;) {
         bool got = false;
         ls_status st = lsw_recv_poll(&pl->net, m, &got, err);
         if (st == LS_OK) st = lsw_net_progress(&pl->net, err);
         if (st != LS_OK) return st;
         if (got) return LS_OK;
-        if (MPI_Wtime() - t0 > timeout_s) {
+        if (mono_s() - t0 > timeout_s) {
             char who[96];
             lsw_stage_name(&pl->net, late_rank, who, sizeof who);
             return ls_err_set(err, LS_ERR_IO, "%s did not answer within %g s (waiting for %s); the stage is stuck "
@@ -172,7 +187,7 @@ static ls_status wait_msg(lsw_pipeline *pl, double timeout_s, int late_rank, con
  * it has gone through, so no message of this pipeline is left in flight */
 static ls_status close_chain(lsw_net *net, double timeout_s, int type, ls_err *err) {
     ls_status st = type == LSW_MSG_CLOSE ? lsw_send_close(net, 1, err) : lsw_send_shutdown(net, 1, err);
-    const double t0 = MPI_Wtime();
+    const double t0 = mono_s();
     while (st == LS_OK) {
         lsw_msg m;
         bool got = false;
@@ -180,7 +195,7 @@ static ls_status close_chain(lsw_net *net, double timeout_s, int type, ls_err *e
         if (st == LS_OK) st = lsw_net_progress(net, err);
         if (st != LS_OK) break;
         if (got && m.h.type == type && m.source == net->size - 1) return lsw_net_flush(net, err);
-        if (!got && MPI_Wtime() - t0 > timeout_s) {
+        if (!got && mono_s() - t0 > timeout_s) {
             char who[96];
             lsw_stage_name(net, net->size - 1, who, sizeof who);
             st = ls_err_set(err, LS_ERR_IO, "%s did not acknowledge %s within %g s", who, lsw_msg_type_name(type),
@@ -201,6 +216,10 @@ ls_status lsw_shutdown_workers(MPI_Comm comm, double timeout_s, ls_err *err) {
 
 void lsw_pipeline_free(lsw_pipeline *pl) {
     if (!pl) return;
+    if (pl->live_started) {
+        atomic_store(&pl->live_stop, true);
+        pthread_join(pl->live_thread, NULL);
+    }
     ls_err err;
     if (pl->net.size > 1 && !atomic_load(&pl->broken) &&
         close_chain(&pl->net, pl->opt.timeout_s, LSW_MSG_CLOSE, &err) != LS_OK)
@@ -412,7 +431,7 @@ ls_status lsw_pipeline_create(MPI_Comm comm, const lsw_options *o, lsw_pipeline 
         lsw_pipeline_free(pl);
         return worker_st;
     }
-    for (int r = 1; r < size; r++) pl->heard[r] = MPI_Wtime();
+    for (int r = 1; r < size; r++) pl->heard[r] = mono_s();
     *out = pl;
     return LS_OK;
 
@@ -438,7 +457,7 @@ static ls_status pump(lsw_pipeline *pl, ls_err *err) {
         ls_status st = lsw_recv_poll(&pl->net, &m, &got, err);
         if (st != LS_OK) return fail(pl, st, err);
         if (!got) break;
-        pl->heard[m.source] = MPI_Wtime();
+        pl->heard[m.source] = mono_s();
         if (m.h.type == LSW_MSG_PONG) {
             pl->ping_sent[m.source] = 0;
             continue;
@@ -471,13 +490,15 @@ static ls_status broken_err(lsw_pipeline *pl, ls_err *err) {
     return ls_err_set(err, LS_ERR_IO, "the pipeline is broken: %s", pl->why);
 }
 
-ls_status lsw_pipeline_check(lsw_pipeline *pl, double interval_s, ls_err *err) {
-    if (atomic_load(&pl->broken)) return broken_err(pl, err);
-    pthread_mutex_lock(&pl->netlock);
+/* one liveness round (caller holds netlock): pump, ping each worker whose
+ * last message is older than interval_s (all of them on a roll call), and
+ * break the pipeline on a ping unanswered, and the stage otherwise silent,
+ * for timeout_s */
+static ls_status live_round(lsw_pipeline *pl, double interval_s, bool roll, ls_err *err) {
     ls_status st = pump(pl, err);
-    const double now = MPI_Wtime();
+    const double now = mono_s();
     for (int r = 1; r < pl->size && st == LS_OK; r++) {
-        if (pl->ping_sent[r] > 0) {
+        if (pl->ping_sent[r] > 0 && !roll) {
             /* a stage busy with a long chunk answers after it: only silence counts */
             const double since = pl->ping_sent[r] > pl->heard[r] ? pl->ping_sent[r] : pl->heard[r];
             if (now - since > pl->opt.timeout_s) {
@@ -486,14 +507,67 @@ ls_status lsw_pipeline_check(lsw_pipeline *pl, double interval_s, ls_err *err) {
                 st = fail(pl, ls_err_set(err, LS_ERR_IO, "%s did not answer a liveness check within %g s; the "
                                          "stage is stuck or dead: restart the job", who, pl->opt.timeout_s), err);
             }
-        } else if (now - pl->heard[r] >= interval_s) {
+        } else if (roll || now - pl->heard[r] >= interval_s) {
             st = lsw_send_ping(&pl->net, r, ++pl->ping_seq, err);
             if (st != LS_OK) fail(pl, st, err);
-            else pl->ping_sent[r] = now;
+            else if (pl->ping_sent[r] == 0) pl->ping_sent[r] = now;
         }
     }
-    pthread_mutex_unlock(&pl->netlock);
     return st;
+}
+
+static void *live_main(void *arg) {
+    lsw_pipeline *pl = arg;
+    const struct timespec nap = {0, 50 * 1000 * 1000};
+    while (!atomic_load(&pl->live_stop) && !atomic_load(&pl->broken)) {
+        const bool roll = atomic_exchange(&pl->roll_req, false);
+        ls_err err = {{0}};
+        pthread_mutex_lock(&pl->netlock);
+        live_round(pl, atomic_load(&pl->live_interval), roll, &err);
+        pthread_mutex_unlock(&pl->netlock);
+        atomic_store(&pl->live_beat, mono_s());
+        if (!roll) nanosleep(&nap, NULL);
+    }
+    return NULL;
+}
+
+static void live_start(lsw_pipeline *pl, double interval_s) {
+    atomic_store(&pl->live_interval, interval_s);
+    if (pl->live_started) return;
+    atomic_store(&pl->live_beat, mono_s());
+    pl->live_started = pthread_create(&pl->live_thread, NULL, live_main, pl) == 0;
+}
+
+/* the stages silent since t (heard from before it), as "stage 1 (...) and stage 2 (...)" */
+static void silent_stages(lsw_pipeline *pl, double t, char *out, size_t len) {
+    size_t n = 0;
+    out[0] = 0;
+    for (int r = 1; r < pl->size; r++) {
+        if (atomic_load(&pl->heard[r]) >= t) continue;
+        char who[96];
+        lsw_stage_name(&pl->net, r, who, sizeof who);
+        int k = snprintf(out + n, len - n, "%s%s", n ? " and " : "", who);
+        if (k < 0 || (size_t)k >= len - n) break;
+        n += (size_t)k;
+    }
+    if (!n) snprintf(out, len, "no stage");
+}
+
+ls_status lsw_pipeline_check(lsw_pipeline *pl, double interval_s, ls_err *err) {
+    if (atomic_load(&pl->broken)) return broken_err(pl, err);
+    live_start(pl, interval_s);
+    if (!pl->live_started) return ls_err_set(err, LS_ERR_NOMEM, "cannot start the pipeline's liveness thread");
+    const double now = mono_s(), beat = atomic_load(&pl->live_beat);
+    if (now - beat > pl->opt.timeout_s) {
+        /* the liveness thread is stuck in MPI, or waits for netlock held by a
+         * thread stuck there: no one here can reach a stage; say who was silent */
+        char who[300];
+        silent_stages(pl, now - pl->opt.timeout_s, who, sizeof who);
+        return fail(pl, ls_err_set(err, LS_ERR_IO, "an MPI call at rank 0 has not returned for %g s (silent as "
+                                   "long: %s): a rank or its host is gone or stuck; restart the job",
+                                   pl->opt.timeout_s, who), err);
+    }
+    return atomic_load(&pl->broken) ? broken_err(pl, err) : LS_OK;
 }
 
 bool lsw_pipeline_probe(lsw_pipeline *pl) {
@@ -507,6 +581,32 @@ bool lsw_pipeline_probe(lsw_pipeline *pl) {
         ls_err err;
         fail(pl, ls_err_set(&err, LS_ERR_IO, "%s is gone (its process %d exited); restart the job", who,
                             pl->pids[r]), &err);
+    }
+    return atomic_load(&pl->broken);
+}
+
+bool lsw_pipeline_roll_call(lsw_pipeline *pl, double wait_s) {
+    if (atomic_load(&pl->broken)) return true;
+    const double t0 = mono_s();
+    live_start(pl, pl->live_started ? atomic_load(&pl->live_interval) : 1.0);
+    atomic_store(&pl->roll_req, true);
+    const struct timespec nap = {0, 5 * 1000 * 1000};
+    while (!atomic_load(&pl->broken)) {
+        int silent = 0;
+        for (int r = 1; r < pl->size && !silent; r++)
+            if (atomic_load(&pl->heard[r]) < t0) silent = r;
+        if (!silent) break;
+        if (mono_s() - t0 >= wait_s) {
+            char who[300];
+            silent_stages(pl, t0, who, sizeof who);
+            ls_err err;
+            fail(pl, ls_err_set(&err, LS_ERR_IO, "%s did not answer within %g s when the launcher began ending the "
+                                "job (a rank or its host is gone)%s; restart the job", who, wait_s,
+                                atomic_load(&pl->live_beat) < t0 ? ", and an MPI call at rank 0 was stuck" : ""),
+                 &err);
+            break;
+        }
+        nanosleep(&nap, NULL);
     }
     return atomic_load(&pl->broken);
 }
@@ -669,7 +769,7 @@ static ls_status next_verdict(gen_run *g, bool block, lsw_msg *m, bool *got, ls_
     lsw_slot *sl = g->slot;
     const int last = pl->size - 1;
     const int64_t t0 = lsw_now_us();
-    const double w0 = MPI_Wtime();
+    const double w0 = mono_s();
     *got = false;
     mail ml;
     bool have = false;
@@ -686,7 +786,7 @@ static ls_status next_verdict(gen_run *g, bool block, lsw_msg *m, bool *got, ls_
         /* the last stage may be busy with other slots' chunks: only its
          * silence for timeout_s counts */
         const double heard = pl->heard[last], since = heard > w0 ? heard : w0;
-        if (MPI_Wtime() - since > pl->opt.timeout_s) {
+        if (mono_s() - since > pl->opt.timeout_s) {
             char who[96];
             lsw_stage_name(&pl->net, last, who, sizeof who);
             st = fail(pl, ls_err_set(err, LS_ERR_IO, "%s did not answer within %g s (waiting for the verdict on "

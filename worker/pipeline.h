@@ -63,12 +63,22 @@ const char *lsw_pipeline_worker_kernels(const lsw_pipeline *pl, int rank);
  * naming the stage (for a signal from mpirun, which stops the job when a
  * rank dies). True when the pipeline is broken (now or before). */
 bool lsw_pipeline_probe(lsw_pipeline *pl);
+/* Roll call: ping every worker and wait up to wait_s for a message from
+ * each; the first one silent that long breaks the pipeline, naming its stage
+ * (for a signal from the launcher, which also comes when a rank on another
+ * host is gone). A stage busy with a chunk longer than wait_s counts as
+ * silent: call it only when the job is ending anyway. True when the pipeline
+ * is broken (now or before). */
+bool lsw_pipeline_roll_call(lsw_pipeline *pl, double wait_s);
 /* true after a stage failed or timed out; the message says which */
 bool lsw_pipeline_broken(const lsw_pipeline *pl, const char **why);
 
-/* Liveness while idle: ping each worker whose last message is older than
- * interval_s; a ping unanswered (and the stage otherwise silent) for
- * timeout_s breaks the pipeline, naming the stage. Returns the pipeline's
+/* Liveness: the first call starts a thread that pings each worker whose
+ * last message is older than interval_s; a ping unanswered (and the stage
+ * otherwise silent) for timeout_s breaks the pipeline, naming the stage.
+ * This call itself never enters MPI: when that thread has been stuck for
+ * timeout_s (OpenMPI can block a call while mpirun ends the job) it breaks
+ * the pipeline, naming the stages silent as long. Returns the pipeline's
  * state (an error once broken). Call it every second or so from one thread
  * (the daemon's monitor), never after lsw_pipeline_free has begun. */
 ls_status lsw_pipeline_check(lsw_pipeline *pl, double interval_s, ls_err *err);

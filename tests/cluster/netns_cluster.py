@@ -16,8 +16,8 @@ inside the host's namespace. Needs root and iproute2.
       d.stop()
   # everything is removed on exit, also on failure or SIGTERM/SIGINT
 
-Faults: c.link_down(i), c.drop(i) (a firewall rule: packets vanish, no
-reset), c.kill_host(i) (SIGKILL to every process in host i's namespace),
+Faults: c.link_down(i), c.drop(i) (packets vanish, links up, no reset),
+c.kill_host(i) (SIGKILL to every process in host i's namespace),
 c.stop_host(i) (SIGSTOP). Bandwidth: Cluster(n, rate="100mbit") shapes each
 host's link with tbf.
 """
@@ -166,8 +166,13 @@ class Cluster:
         sh("ip", "link", "set", "%sv%d" % (self.tag, i + 1), "down")
 
     def drop(self, i):
-        sh("iptables", "-I", "INPUT", "-j", "DROP", ns=self.hosts[i])
-        sh("iptables", "-I", "OUTPUT", "-j", "DROP", ns=self.hosts[i])
+        """every packet to and from host i is discarded, the links staying up,
+        so connections hang rather than reset (what a firewall's DROP rule
+        does): a queue of length 0 on both ends of its link. This needs no
+        firewall tools, and tc here has no drop action (no cls_matchall or
+        act_gact in this kernel)."""
+        sh("tc", "qdisc", "replace", "dev", "eth0", "root", "pfifo", "limit", "0", ns=self.hosts[i])
+        sh("tc", "qdisc", "replace", "dev", "%sv%d" % (self.tag, i + 1), "root", "pfifo", "limit", "0")
 
     def close(self):
         if self.closed:
