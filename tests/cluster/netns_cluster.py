@@ -123,7 +123,8 @@ class Cluster:
             cmd += ["-np", str(n)] + list(argv)
         return cmd
 
-    def start_pipeline(self, model, daemon_args=(), n_workers=None, build=None, port=50051, startup_s=180):
+    def start_pipeline(self, model, daemon_args=(), n_workers=None, build=None, port=50051, startup_s=180,
+                       worker_args=(), mpirun_args=()):
         """layerskipd as rank 0 on host 1 (listening on its address), a worker
         on each further host; returns a Daemon (tests/integration) whose
         channel reaches rank 0 from the root namespace"""
@@ -134,7 +135,9 @@ class Cluster:
         daemon = os.path.join(build, "daemon", "layerskipd")
         worker = os.path.join(build, "worker", "layerskip-worker")
         # mpirun runs on host 1, as on a cluster's first node
-        launch = self.on_host(0, self.mpirun([(1, ["__DAEMON__"]), (n_workers, [worker])]))
+        cmd = self.mpirun([(1, ["__DAEMON__"]), (n_workers, [worker] + list(worker_args))])
+        cmd[1:1] = list(mpirun_args)
+        launch = self.on_host(0, cmd)
         i = launch.index("__DAEMON__")
         prefix, suffix = launch[:i], launch[i + 1:]
         d = Daemon(daemon, model, list(daemon_args), prefix=prefix, suffix=suffix, startup_s=startup_s,
