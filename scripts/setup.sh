@@ -20,9 +20,10 @@ MODE=${1:-all}
 #   tests:   protobuf-compiler-grpc (grpc_python_plugin: the Python stubs),
 #            python3-grpcio/-protobuf (integration tests), clang + libclang-rt
 #            (libFuzzer), openssl (TLS test certificate), procps (pgrep/pkill),
-#            python3-torch/-numpy/-matplotlib/-venv (tools/train and its tests)
+#            python3-torch/-numpy/-matplotlib/-venv (tools/train and its tests),
+#            iproute2 (ip netns, tc: tests/cluster's test hosts)
 APT_PACKAGES=(build-essential cmake ninja-build pkg-config python3 python3-pip python3-venv unzip
-              ca-certificates openssl procps
+              ca-certificates openssl procps iproute2
               libopenblas-dev libpcre2-dev libcjson-dev clang libclang-rt-14-dev
               libgrpc-dev libprotobuf-c-dev protobuf-c-compiler protobuf-compiler protobuf-compiler-grpc grpc-proto
               python3-grpcio python3-protobuf

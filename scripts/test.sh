@@ -3,11 +3,13 @@
 # build, run ctest; then the same suite under AddressSanitizer +
 # UndefinedBehaviorSanitizer; then the engine's thread pool and the daemon's
 # step-loop scheduler under ThreadSanitizer; then each libFuzzer target for a
-# short time.
+# short time. After the release suite, the cluster stage (tests/cluster, as
+# root): the MPI pipeline across network-namespace test hosts, with faults.
 #
 #   bash scripts/test.sh             # everything (CI runs this)
 #   LS_FUZZ_SECONDS=300 bash scripts/test.sh   # fuzz longer (default 20 s per target)
-#   LS_SKIP_ASAN=1 / LS_SKIP_TSAN=1 / LS_SKIP_FUZZ=1  # skip a stage while iterating
+#   LS_SKIP_ASAN=1 / LS_SKIP_TSAN=1 / LS_SKIP_FUZZ=1 / LS_SKIP_CLUSTER=1  # skip a stage while iterating
+#   LS_CLUSTER_SOAK_MINUTES=10 bash scripts/test.sh  # also the 10-minute soak over 3 test hosts
 #   LS_LLAMACPP_MODELS=1 bash scripts/test.sh  # also the default model's K-quant files against
 #       llama.cpp's goldens: builds llama.cpp's quantizer from the llama-cpp-python sdist (PyPI)
 #       and makes models/bench/*.gguf first (scripts/llamacpp_tools.sh --models; ~10 min once)
@@ -55,6 +57,36 @@ if [ -n "${LS_LLAMACPP_MODELS:-}" ]; then
   fi
 fi
 run_suite release build "" "${release_args[@]}"
+# the pipeline across test hosts (network namespaces, MPI over TCP): needs root
+not_run=""
+if [ -z "${LS_SKIP_CLUSTER:-}" ]; then
+  as_root=()
+  if [ "$(id -u)" -ne 0 ] && sudo -n true 2>/dev/null; then as_root=(sudo -n); fi
+  if [ "$(id -u)" -eq 0 ] || [ ${#as_root[@]} -gt 0 ]; then
+    echo "== [cluster] tests/cluster/test_cluster.py"
+    soak=()
+    [ -n "${LS_CLUSTER_SOAK_MINUTES:-}" ] && soak=(--soak-minutes "$LS_CLUSTER_SOAK_MINUTES")
+    "${as_root[@]}" /usr/bin/python3 -W ignore tests/cluster/test_cluster.py --build build "${soak[@]}" \
+      2>&1 | tee build/cluster.log
+    ran=$(grep -E '^Ran [0-9]+ tests?' build/cluster.log | tail -1 | awk '{print $2}')
+    if [ -z "$ran" ]; then
+      failed=$((failed + 1)); echo "== [cluster] did not finish"
+    else
+      bad=0; skipped=0
+      for k in failures errors; do
+        n=$(grep -E '^(FAILED|OK) \(' build/cluster.log | tail -1 | grep -oE "$k=[0-9]+" | cut -d= -f2)
+        bad=$((bad + ${n:-0}))
+      done
+      n=$(grep -E '^(FAILED|OK) \(' build/cluster.log | tail -1 | grep -oE "skipped=[0-9]+" | cut -d= -f2)
+      skipped=${n:-0}
+      passed=$((passed + ran - bad - skipped)); failed=$((failed + bad))
+      [ "$skipped" -gt 0 ] && not_run=" ($skipped cluster test(s) not run: the soak, LS_CLUSTER_SOAK_MINUTES=M)"
+    fi
+  else
+    not_run=" (cluster stage not run: it needs root for network namespaces)"
+    echo "== [cluster] NOT RUN: needs root (or passwordless sudo) for network namespaces"
+  fi
+fi
 if [ -z "${LS_SKIP_ASAN:-}" ]; then
   # the Python/Go/Node/grpcurl example tests check the examples, not our C:
   # once (release) is enough; the daemon runs sanitized in integration_daemon.
@@ -118,5 +150,5 @@ if [ -z "${LS_SKIP_FUZZ:-}" ]; then
   fi
 fi
 
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed$not_run"
 [ "$failed" -eq 0 ]

@@ -22,7 +22,7 @@ it on several machines.
   answer.
 - Wrong setups fail fast, saying why: a hostfile host that does not answer,
   a worker with a different model file, a --stages split over budget.
-- --soak-minutes M (0: skipped, and said so): M minutes of 8 streams over 3
+- --soak-minutes M (0: reported as skipped): M minutes of 8 streams over 3
   hosts; every rank's RSS flat within 5% after warm-up, no errors, the
   daemon's request counter equal to the client's.
 
@@ -32,6 +32,7 @@ import argparse
 import atexit
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -225,7 +226,8 @@ class TestCluster(unittest.TestCase):
         d = Daemon(os.path.join(ARGS.build, "daemon", "layerskipd"), ARGS.model, ["--threads", "2"])
         try:
             p = batch(d.addr, ref)
-            self.assertEqual(p.wait(timeout=300), 0, p.stdout.read())
+            log = p.communicate(timeout=300)[0]
+            self.assertEqual(p.returncode, 0, log)
         finally:
             d.stop()
         want = {x["id"]: x["text"] for x in lines(ref)}
@@ -239,8 +241,8 @@ class TestCluster(unittest.TestCase):
                 time.sleep(0.05)
             self.assertGreaterEqual(len(lines(out)), 3, "the batch made no progress")
             c.kill_host(1)
-            rc = p.wait(timeout=60)
-            log = p.stdout.read()
+            log = p.communicate(timeout=60)[0]
+            rc = p.returncode
             self.assertEqual(rc, 1, log)
             self.assertIn("rerun the same command to resume", log)
             first = lines(out)
@@ -249,7 +251,8 @@ class TestCluster(unittest.TestCase):
             # the supervisor's restart: the same launch on the same hosts
             d = c.start_pipeline(ARGS.model, args, build=ARGS.build)
             p = batch(d.addr, out)
-            self.assertEqual(p.wait(timeout=300), 0, p.stdout.read())
+            log = p.communicate(timeout=300)[0]
+            self.assertEqual(p.returncode, 0, log)
             self.assertEqual(d.stop(), 0, d.log_tail())
         got = lines(out)
         self.assertEqual(sorted(x["id"] for x in got), ids, "every id exactly once")
@@ -266,6 +269,8 @@ class TestCluster(unittest.TestCase):
         msg = str(cm.exception)
         self.assertRegex(msg, expect)
         self.assertLess(took, 45, "failing took %.0f s" % took)
+        why = [x for x in msg.splitlines() if re.search(expect.replace("(?s)", ""), x)]
+        print("\n  failed in %.1f s: %s" % (took, (why or [msg[-300:]])[0].strip()[:300]), file=sys.stderr)
         return msg, took
 
     def test_setup_host_not_answering(self):
@@ -300,8 +305,7 @@ class TestCluster(unittest.TestCase):
     # ---- soak ----
     def test_soak(self):
         if ARGS.soak_minutes <= 0:
-            print("test_soak: not run (pass --soak-minutes M)", file=sys.stderr)
-            return
+            self.skipTest("not run: pass --soak-minutes M (scripts/test.sh: LS_CLUSTER_SOAK_MINUTES=M)")
         from netns_cluster import Cluster
         with Cluster(3) as c:
             d = c.start_pipeline(ARGS.model, ["--exit-layer", "8", "--threads", "1", "--max-sessions", "8",
