@@ -244,6 +244,29 @@ static void test_queue_and_cancel(void) {
     lsd_job_clear(&a);
     lsd_job_clear(&b);
     lsd_job_clear(&c);
+
+    /* fail_all (a pipeline stage lost): the running and the queued job both
+     * end with the code and say why, not "server is shutting down" */
+    const char *why = "pipeline stage lost: stage 1 (rank 1, layers 8-30) did not answer";
+    s = make_sched(1, 1, NULL);
+    REQUIRE(s != NULL);
+    job_setup(&a, &sk, 200, false);
+    job_setup(&b, &sk, 8, false);
+    CHECK_EQ_INT(lsd_sched_submit(s, &a, NULL), LSD_SUBMIT_OK);
+    for (int i = 0; i < 500 && lsd_sched_queued(s) > 0; i++) usleep(10000);
+    CHECK_EQ_INT(lsd_sched_submit(s, &b, NULL), LSD_SUBMIT_OK);
+    CHECK_EQ_INT(lsd_sched_queued(s), 1);
+    lsd_sched_fail_all(s, 14, why);
+    sink_wait(&sk, 5);
+    CHECK_EQ_INT(a.code, 14);
+    CHECK_EQ_INT(b.code, 14);
+    CHECK_STR_EQ(a.message, why);
+    CHECK_STR_EQ(b.message, why);
+    CHECK(a.n_ids < 200);
+    CHECK_EQ_INT(lsd_sched_submit(s, &c, NULL), LSD_SUBMIT_CLOSED);
+    lsd_sched_free(s);
+    lsd_job_clear(&a);
+    lsd_job_clear(&b);
     sink_free(&sk);
 }
 
