@@ -538,7 +538,7 @@ out:
 early_out:
 #ifdef LSD_WITH_MPI
     if (mpi) {
-        if (pl && (stage_lost || lsw_pipeline_probe(pl))) {
+        if (pl && lsw_pipeline_probe(pl)) {
             /* a stage is gone or stuck: end every rank of the job (no orphans), non-zero */
             launcher_watchdog();
             fflush(NULL);
