@@ -3,9 +3,9 @@
 
   python3 scripts/golden_chat_templates.py [--sdist DIR] [--model GGUF]
 
-Copies the chat templates of the test set from llama.cpp's source inside the
-llama-cpp-python sdist (PyPI; scripts/llamacpp_tools.sh unpacks it into
-.cache-llamacpp/) and SmolLM2's own (the default model's GGUF metadata) to
+Copies every chat template of llama.cpp's source inside the llama-cpp-python
+sdist (PyPI; scripts/llamacpp_tools.sh unpacks it into .cache-llamacpp/:
+71 in 0.3.36) and SmolLM2's own (the default model's GGUF metadata) to
 tests/data/chat_templates/NAME.jinja, renders each for a set of
 conversations with Python's jinja2 (PyPI: pip install jinja2) in the
 environment Hugging Face's apply_chat_template gives templates, and writes
@@ -44,23 +44,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 OUT = os.path.join(ROOT, "tests", "data", "chat_templates")
 
-# name in the test set -> file in vendor/llama.cpp/models/templates/
-TEMPLATES = {
-    "llama-3.1": "meta-llama-Llama-3.1-8B-Instruct.jinja",
-    "llama-3.2": "meta-llama-Llama-3.2-3B-Instruct.jinja",
-    "llama-3.3": "meta-llama-Llama-3.3-70B-Instruct.jinja",
-    "hermes-3-llama-3.1": "NousResearch-Hermes-3-Llama-3.1-8B-tool_use.jinja",
-    "hermes-2-pro-llama-3": "NousResearch-Hermes-2-Pro-Llama-3-8B-tool_use.jinja",
-    "deepseek-r1-distill-llama": "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
-    "mistral-nemo": "mistralai-Mistral-Nemo-Instruct-2407.jinja",
-    "mistral-small-3.2": "Mistral-Small-3.2-24B-Instruct-2506.jinja",
-    "phi-3.5-mini": "microsoft-Phi-3.5-mini-instruct.jinja",
-    "gemma-2": "google-gemma-2-2b-it.jinja",
-    "qwen2.5": "Qwen-Qwen2.5-7B-Instruct.jinja",
-    "granite-3.3": "ibm-granite-granite-3.3-2B-Instruct.jinja",
-    "firefunction-v2": "fireworks-ai-llama-3-firefunction-v2.jinja",
-    "functionary-v3.2": "meetkai-functionary-medium-v3.2.jinja",
-}
+# the test set: every template llama.cpp keeps in vendor/llama.cpp/models/templates/
+# (Llama 3.1/3.2/3.3, Hermes, DeepSeek-R1-Distill-Llama, Mistral, Phi-3.5,
+# Gemma, Qwen, Granite and others), named by file, and SmolLM2's own
+TEMPLATES = {}
 TOKENS = {"bos_token": "<s>", "eos_token": "</s>"}
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant. Answer briefly."}
@@ -154,7 +141,11 @@ def main():
     src = os.path.join(args.sdist, "vendor", "llama.cpp", "models", "templates")
     if not os.path.isdir(src):
         sys.exit("no %s: run scripts/llamacpp_tools.sh first (it unpacks the llama-cpp-python sdist)" % src)
+    TEMPLATES.update({f[:-6]: f for f in sorted(os.listdir(src)) if f.endswith(".jinja")})
     os.makedirs(OUT, exist_ok=True)
+    for f in os.listdir(OUT):  # a template gone from the sdist goes from the test set
+        if f.endswith((".jinja", ".json")):
+            os.remove(os.path.join(OUT, f))
     texts = {"smollm2": gguf_string(args.model, "tokenizer.chat_template")}
     for name, fn in TEMPLATES.items():
         shutil.copyfile(os.path.join(src, fn), os.path.join(OUT, name + ".jinja"))

@@ -20,8 +20,9 @@
  * float, ge, gt, in, integer, iterable, le, lower, lt, mapping, ne, none,
  * number, odd, sameas, sequence, string, true, undefined, upper (and the
  * operators ==, !=, <, <=, >, >= as test names).
- * Methods: str.strip/lstrip/rstrip/split/startswith/endswith/upper/lower/
- * title/capitalize/replace/find/count/join; dict.items/keys/values/get. */
+ * Methods: str.strip/lstrip/rstrip/split/splitlines/startswith/endswith/
+ * upper/lower/title/capitalize/replace/find/count/join/format (no format
+ * specs); dict.items/keys/values/get. */
 #include "layerskip/chat_template.h"
 
 #include <ctype.h>
@@ -121,7 +122,7 @@ struct vlist {
 struct vdict {
     int n, cap;
     bool ns; /* a namespace(): attributes may be set */
-    str *keys;
+    val *keys; /* strings, or numbers (Python's dict keys: any hashable) */
     val *vals;
 };
 
@@ -1257,28 +1258,36 @@ static void list_push(rctx *c, vlist *l, val v) {
 static vdict *dict_new(rctx *c, int cap) {
     vdict *d = ralloc(c, sizeof *d);
     d->cap = cap > 0 ? cap : 4;
-    d->keys = ralloc(c, sizeof(str) * (size_t)d->cap);
+    d->keys = ralloc(c, sizeof(val) * (size_t)d->cap);
     d->vals = ralloc(c, sizeof(val) * (size_t)d->cap);
     return d;
 }
 
-static val *dict_get(vdict *d, str k) {
+static bool equal(const val *a, const val *b);
+
+static val *dict_getv(vdict *d, const val *k) {
     for (int i = 0; i < d->n; i++)
-        if (str_eqs(d->keys[i], k)) return &d->vals[i];
+        if (equal(&d->keys[i], k)) return &d->vals[i];
     return NULL;
 }
 
-static void dict_set(rctx *c, vdict *d, str k, val v) {
-    val *old = dict_get(d, k);
+static val *dict_get(vdict *d, str k) {
+    for (int i = 0; i < d->n; i++)
+        if (d->keys[i].t == V_STR && str_eqs(d->keys[i].s, k)) return &d->vals[i];
+    return NULL;
+}
+
+static void dict_setv(rctx *c, vdict *d, val k, val v) {
+    val *old = dict_getv(d, &k);
     if (old) {
         *old = v;
         return;
     }
     if (d->n == d->cap) {
         int cap = d->cap * 2;
-        str *nk = ralloc(c, sizeof(str) * (size_t)cap);
+        val *nk = ralloc(c, sizeof(val) * (size_t)cap);
         val *nv = ralloc(c, sizeof(val) * (size_t)cap);
-        memcpy(nk, d->keys, sizeof(str) * (size_t)d->n);
+        memcpy(nk, d->keys, sizeof(val) * (size_t)d->n);
         memcpy(nv, d->vals, sizeof(val) * (size_t)d->n);
         d->keys = nk;
         d->vals = nv;
@@ -1287,6 +1296,8 @@ static void dict_set(rctx *c, vdict *d, str k, val v) {
     d->keys[d->n] = k;
     d->vals[d->n++] = v;
 }
+
+static void dict_set(rctx *c, vdict *d, str k, val v) { dict_setv(c, d, (val){.t = V_STR, .s = k}, v); }
 
 static const char *type_name(const val *v) {
     switch (v->t) {
@@ -1442,7 +1453,7 @@ static void out_repr(rctx *c, const val *v) {
         out_s(c, "{");
         for (int i = 0; i < v->d->n; i++) {
             if (i) out_s(c, ", ");
-            out_repr_str(c, v->d->keys[i]);
+            out_repr(c, &v->d->keys[i]);
             out_s(c, ": ");
             out_repr(c, &v->d->vals[i]);
         }
@@ -1509,6 +1520,21 @@ static int key_cmp(const void *a, const void *b) {
     return r ? r : (x->n < y->n ? -1 : x->n > y->n);
 }
 
+/* json.dumps turns number, bool and None keys into strings */
+static void json_key(rctx *c, const val *k) {
+    if (k->t == V_STR) { json_str(c, k->s); return; }
+    char b[64];
+    if (k->t == V_INT) snprintf(b, sizeof b, "\"%lld\"", k->i);
+    else if (k->t == V_BOOL) snprintf(b, sizeof b, "\"%s\"", k->b ? "true" : "false");
+    else if (k->t == V_NONE) snprintf(b, sizeof b, "\"null\"");
+    else { char f[48]; fmt_float(k->f, f, sizeof f); snprintf(b, sizeof b, "\"%s\"", f); }
+    out_s(c, b);
+}
+
+static int compare(rctx *c, const val *a, const val *b, const char *op);
+
+static int json_key_cmp(rctx *c, const val *a, const val *b) { return compare(c, a, b, "<"); }
+
 static void json_val(rctx *c, const val *v, const jsonopt *o, int level) {
     if (++c->depth > MAX_DEPTH) rerr(c, LS_ERR_RANGE, "a value nested deeper than %d", MAX_DEPTH);
     char b[64];
@@ -1539,7 +1565,7 @@ static void json_val(rctx *c, const val *v, const jsonopt *o, int level) {
         for (int i = 0; i < v->d->n; i++) order[i] = i;
         if (o->sort_keys) /* insertion sort: dicts in templates are small */
             for (int i = 1; i < v->d->n; i++)
-                for (int j = i; j > 0 && key_cmp(&v->d->keys[order[j - 1]], &v->d->keys[order[j]]) > 0; j--) {
+                for (int j = i; j > 0 && json_key_cmp(c, &v->d->keys[order[j - 1]], &v->d->keys[order[j]]) > 0; j--) {
                     int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t;
                 }
         out_s(c, "{");
@@ -1547,7 +1573,7 @@ static void json_val(rctx *c, const val *v, const jsonopt *o, int level) {
             int i = order[k];
             if (k) out_put(c, o->item_sep.p, o->item_sep.n);
             if (o->indent >= 0) json_nl(c, o, level + 1);
-            json_str(c, v->d->keys[i]);
+            json_key(c, &v->d->keys[i]);
             out_put(c, o->key_sep.p, o->key_sep.n);
             json_val(c, &v->d->vals[i], o, level + 1);
         }
@@ -1621,7 +1647,7 @@ static vlist *iter_items(rctx *c, const val *v) {
     case V_LIST: return v->l;
     case V_DICT: {
         vlist *l = list_new(c, v->d->n);
-        for (int i = 0; i < v->d->n; i++) list_push(c, l, vstr(v->d->keys[i]));
+        for (int i = 0; i < v->d->n; i++) list_push(c, l, v->d->keys[i]);
         return l;
     }
     case V_STR: {
@@ -1662,7 +1688,7 @@ static bool equal(const val *a, const val *b) {
         if (a->d == b->d) return true;
         if (a->d->ns || b->d->ns || a->d->n != b->d->n) return false;
         for (int i = 0; i < a->d->n; i++) {
-            val *o = dict_get(b->d, a->d->keys[i]);
+            val *o = dict_getv(b->d, &a->d->keys[i]);
             if (!o || !equal(&a->d->vals[i], o)) return false;
         }
         return true;
@@ -1712,7 +1738,7 @@ static bool contains(rctx *c, const val *hay, const val *needle) {
             if (equal(&hay->l->items[i], needle)) return true;
         return false;
     case V_DICT:
-        return needle->t == V_STR && dict_get(hay->d, needle->s) != NULL;
+        return dict_getv(hay->d, needle) != NULL;
     case V_UNDEF: return false; /* Jinja2's Undefined iterates as empty */
     default: rerr(c, LS_ERR_FORMAT, "'in' needs a string, list or dict on the right, not a %s", type_name(hay));
     }
@@ -1809,12 +1835,10 @@ static val binop(rctx *c, int op, val a, val b) {
 
 static val get_item(rctx *c, val obj, val key) {
     switch (obj.t) {
-    case V_DICT:
-        if (key.t == V_STR) {
-            val *v = dict_get(obj.d, key.s);
-            return v ? *v : vundef(key.s);
-        }
-        return vundef((str){"?", 1});
+    case V_DICT: {
+        val *v = dict_getv(obj.d, &key);
+        return v ? *v : vundef(key.t == V_STR ? key.s : (str){"[key]", 5});
+    }
     case V_LIST:
     case V_STR: {
         if (key.t != V_INT && key.t != V_BOOL)
@@ -1834,7 +1858,8 @@ static val get_item(rctx *c, val obj, val key) {
 
 static bool is_method(const val *obj, str name) {
     static const char *smeth[] = {"strip", "lstrip", "rstrip", "split", "startswith", "endswith", "upper", "lower",
-                                  "title", "capitalize", "replace", "find", "count", "join", "splitlines", NULL};
+                                  "title", "capitalize", "replace", "find", "count", "join", "splitlines", "format",
+                                  NULL};
     static const char *dmeth[] = {"items", "keys", "values", "get", NULL};
     const char **m = obj->t == V_STR ? smeth : obj->t == V_DICT && !obj->d->ns ? dmeth : NULL;
     for (int i = 0; m && m[i]; i++)
@@ -2104,18 +2129,18 @@ static val call_method(rctx *c, vmethod *m, const args *a) {
         if (str_eq(name, "get")) {
             val *k = arg(a, 0, NULL);
             if (!k) rerr(c, LS_ERR_FORMAT, "dict.get needs a key");
-            val *v = k->t == V_STR ? dict_get(r.d, k->s) : NULL;
+            val *v = dict_getv(r.d, k);
             val *d = arg(a, 1, NULL);
             return v ? *v : d ? *d : vnone();
         }
         vlist *l = list_new(c, r.d->n);
         for (int i = 0; i < r.d->n; i++) {
-            if (str_eq(name, "keys")) list_push(c, l, vstr(r.d->keys[i]));
+            if (str_eq(name, "keys")) list_push(c, l, r.d->keys[i]);
             else if (str_eq(name, "values")) list_push(c, l, r.d->vals[i]);
             else {
                 vlist *pair = list_new(c, 2);
                 pair->tuple = true;
-                list_push(c, pair, vstr(r.d->keys[i]));
+                list_push(c, pair, r.d->keys[i]);
                 list_push(c, pair, r.d->vals[i]);
                 list_push(c, l, vlistv(pair));
             }
@@ -2177,6 +2202,46 @@ static val call_method(rctx *c, vmethod *m, const args *a) {
         val *x = arg(a, 0, NULL);
         if (!x) rerr(c, LS_ERR_FORMAT, "join needs an argument");
         return join(c, iter_items(c, x), s);
+    }
+    if (str_eq(name, "format")) { /* "{}", "{0}", "{name}", "{{", "}}"; no format specs */
+        outbuf tmp = {0}, *saved = c->out;
+        c->out = &tmp;
+        int next = 0;
+        for (size_t i = 0; i < s.n; i++) {
+            char ch = s.p[i];
+            if ((ch == '{' || ch == '}') && i + 1 < s.n && s.p[i + 1] == ch) {
+                out_put(c, &ch, 1);
+                i++;
+                continue;
+            }
+            if (ch == '}') rerr(c, LS_ERR_FORMAT, "format: a single '}' in the format string");
+            if (ch != '{') {
+                out_put(c, &ch, 1);
+                continue;
+            }
+            size_t j = i + 1;
+            while (j < s.n && s.p[j] != '}') j++;
+            if (j >= s.n) rerr(c, LS_ERR_FORMAT, "format: a '{' without its '}'");
+            str field = {s.p + i + 1, j - i - 1};
+            if (memchr(field.p, ':', field.n) || memchr(field.p, '!', field.n) || memchr(field.p, '.', field.n) ||
+                memchr(field.p, '[', field.n))
+                rerr(c, LS_ERR_UNSUPPORTED, "format: the field {%.*s} is not supported", (int)field.n, field.p);
+            val *v;
+            if (!field.n) {
+                v = arg(a, next++, NULL);
+            } else if (isdigit((unsigned char)field.p[0])) {
+                v = arg(a, atoi(field.p), NULL);
+            } else {
+                v = NULL;
+                for (int k = 0; k < a->n; k++)
+                    if (str_eqs(a->kw[k], field)) v = &a->v[k];
+            }
+            if (!v) rerr(c, LS_ERR_FORMAT, "format: no argument for {%.*s}", (int)field.n, field.p);
+            out_val(c, v);
+            i = j;
+        }
+        c->out = saved;
+        return vstr((str){tmp.p ? tmp.p : "", tmp.n});
     }
     rerr(c, LS_ERR_UNSUPPORTED, "the method %.*s is not supported", (int)name.n, name.p);
 }
@@ -2322,7 +2387,8 @@ static val apply_filter(rctx *c, str name, val x, const args *a) {
         return vstr((str){tmp.p ? tmp.p : "", tmp.n});
     }
     if (x.t == V_UNDEF && !FILT("list") && !FILT("join") && !FILT("first") && !FILT("last") && !FILT("trim") &&
-        !FILT("upper") && !FILT("lower") && !FILT("items"))
+        !FILT("upper") && !FILT("lower") && !FILT("items") && !FILT("map") && !FILT("select") && !FILT("reject") &&
+        !FILT("selectattr") && !FILT("rejectattr"))
         undefined_err(c, &x);
     if (FILT("trim")) {
         str s = to_str(c, &x);
@@ -2409,7 +2475,7 @@ static val apply_filter(rctx *c, str name, val x, const args *a) {
         return vlistv(l);
     }
     if (FILT("map")) {
-        vlist *src = iter_items(c, &x), *l = list_new(c, src->n);
+        vlist *src = truthy(&x) ? iter_items(c, &x) : list_new(c, 1), *l = list_new(c, src->n); /* Jinja2: "if value" */
         val *at = arg(a, -1, "attribute");
         if (at && at->t == V_STR) {
             val *d = arg(a, -1, "default");
@@ -2428,7 +2494,7 @@ static val apply_filter(rctx *c, str name, val x, const args *a) {
     if (FILT("selectattr") || FILT("rejectattr") || FILT("select") || FILT("reject")) {
         bool byattr = FILT("selectattr") || FILT("rejectattr");
         bool want = FILT("selectattr") || FILT("select");
-        vlist *src = iter_items(c, &x), *l = list_new(c, src->n);
+        vlist *src = truthy(&x) ? iter_items(c, &x) : list_new(c, 1), *l = list_new(c, src->n);
         int base = 0;
         str at = {0};
         if (byattr) {
@@ -2662,7 +2728,7 @@ static val call_val(rctx *c, val f, const args *a) {
                 if (a->kw[i].n) {
                     dict_set(c, d, a->kw[i], a->v[i]);
                 } else if (a->v[i].t == V_DICT) {
-                    for (int k = 0; k < a->v[i].d->n; k++) dict_set(c, d, a->v[i].d->keys[k], a->v[i].d->vals[k]);
+                    for (int k = 0; k < a->v[i].d->n; k++) dict_setv(c, d, a->v[i].d->keys[k], a->v[i].d->vals[k]);
                 } else {
                     rerr(c, LS_ERR_FORMAT, "%s() takes keyword arguments or a dict", d->ns ? "namespace" : "dict");
                 }
@@ -2760,8 +2826,9 @@ static val eval(rctx *c, const expr *e) {
         vdict *d = dict_new(c, e->nargs / 2);
         for (int i = 0; i + 1 < e->nargs; i += 2) {
             val k = eval(c, e->args[i]);
-            if (k.t != V_STR) rerr(c, LS_ERR_UNSUPPORTED, "dict keys other than strings are not supported");
-            dict_set(c, d, k.s, eval(c, e->args[i + 1]));
+            if (k.t != V_STR && !is_num(&k) && k.t != V_NONE)
+                rerr(c, LS_ERR_FORMAT, "a %s cannot be a dict key", type_name(&k));
+            dict_setv(c, d, k, eval(c, e->args[i + 1]));
         }
         r = (val){.t = V_DICT, .d = d};
         break;
