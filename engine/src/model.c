@@ -195,6 +195,11 @@ static ls_status load_gguf(ls_model *m, const char *path, ls_err *err) {
     c->rope_kind = LS_ROPE_NORM;
 
     if ((st = load_layers(m, g, NULL, path, err)) != LS_OK) return st;
+    gguf_str tpl;
+    if (gguf_get_str(g, "tokenizer.chat_template", &tpl, false, NULL) == LS_OK && tpl.len > 0) {
+        if (!(m->chat_template = strndup(tpl.ptr, tpl.len)))
+            return ls_err_set(err, LS_ERR_NOMEM, "%s: out of memory for the chat template", path);
+    }
     return ls_tokenizer_from_gguf(g, &m->tok, err);
 }
 
@@ -359,6 +364,59 @@ static ls_status st_vec(const st_set *s, const char *dir, const char *name, int6
     return vec_to_f32(dir, name, t->type, cnt, t->data, n, out, err);
 }
 
+/* chat_template.jinja, else tokenizer_config.json's chat_template: a string,
+ * or a list of {name, template} (the one named "default") */
+static ls_status load_hf_chat_template(ls_model *m, const char *dir, ls_err *err) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
+    size_t len = 0;
+    char *text = NULL;
+    FILE *f = fopen(path, "rb");
+    if (f) {
+        if (fseek(f, 0, SEEK_END) == 0) {
+            long n = ftell(f);
+            if (n >= 0 && n < (16l << 20) && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1))) {
+                len = fread(text, 1, (size_t)n, f);
+                text[len] = 0;
+            }
+        }
+        fclose(f);
+        if (!text) return ls_err_set(err, LS_ERR_IO, "%s: cannot read it (or larger than 16 MiB)", path);
+        m->chat_template = text;
+        return LS_OK;
+    }
+    snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
+    f = fopen(path, "rb");
+    if (!f) return LS_OK; /* optional */
+    if (fseek(f, 0, SEEK_END) == 0) {
+        long n = ftell(f);
+        if (n >= 0 && n < (64l << 20) && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1))) {
+            len = fread(text, 1, (size_t)n, f);
+            text[len] = 0;
+        }
+    }
+    fclose(f);
+    if (!text) return ls_err_set(err, LS_ERR_IO, "%s: cannot read it", path);
+    cJSON *root = cJSON_ParseWithLength(text, len);
+    free(text);
+    if (!root) return LS_OK; /* the tokenizer loader reports a malformed file */
+    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(root, "chat_template");
+    const char *tpl = cJSON_IsString(ct) ? ct->valuestring : NULL;
+    if (cJSON_IsArray(ct)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, ct) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+            const cJSON *tt = cJSON_GetObjectItemCaseSensitive(e, "template");
+            if (cJSON_IsString(nm) && cJSON_IsString(tt) && strcmp(nm->valuestring, "default") == 0) tpl = tt->valuestring;
+        }
+    }
+    ls_status st = LS_OK;
+    if (tpl && *tpl && !(m->chat_template = strdup(tpl)))
+        st = ls_err_set(err, LS_ERR_NOMEM, "%s: out of memory for the chat template", path);
+    cJSON_Delete(root);
+    return st;
+}
+
 static ls_status load_hf(ls_model *m, const char *dir, ls_err *err) {
     ls_status st = parse_hf_config(m, dir, err);
     if (st != LS_OK) return st;
@@ -374,6 +432,7 @@ static ls_status load_hf(ls_model *m, const char *dir, ls_err *err) {
         c->tied_embeddings = true;
     } else if (st != LS_OK) return st;
     if ((st = load_layers(m, NULL, s, dir, err)) != LS_OK) return st;
+    if ((st = load_hf_chat_template(m, dir, err)) != LS_OK) return st;
     return ls_tokenizer_from_hf_dir(dir, &m->tok, err);
 }
 
@@ -452,6 +511,7 @@ void ls_model_free(ls_model *m) {
     }
     free(m->out_norm);
     free(m->rope_factors);
+    free(m->chat_template);
     ls_tokenizer_free(m->tok);
     if (m->gguf) gguf_ctx_free(m->gguf);
     if (m->st) st_set_free(m->st);
@@ -460,6 +520,7 @@ void ls_model_free(ls_model *m) {
 }
 
 const ls_config *ls_model_config(const ls_model *m) { return &m->cfg; }
+const char *ls_model_chat_template(const ls_model *m) { return m->chat_template; }
 const ls_tokenizer *ls_model_tokenizer(const ls_model *m) { return m->tok; }
 
 static uint64_t wbytes(const ls_weight *w) { return (uint64_t)ls_weight_row_bytes(w) * (uint64_t)w->rows; }

@@ -32,6 +32,7 @@ struct ls_model {
     float rope_freq_scale;/* linear rope scaling: positions multiplied by this (1 = off) */
     ls_layer *layers;     /* (n_layers) */
     ls_tokenizer *tok;
+    char *chat_template;  /* GGUF tokenizer.chat_template / tokenizer_config.json chat_template, or NULL */
     gguf_ctx *gguf;       /* one of gguf / st is set */
     st_set *st;
 };

@@ -48,6 +48,10 @@ ls_status ls_model_load(const char *path, ls_model **out, ls_err *err);
 void ls_model_free(ls_model *m);
 const ls_config *ls_model_config(const ls_model *m);
 const ls_tokenizer *ls_model_tokenizer(const ls_model *m);
+/* the model's chat template (Jinja source: GGUF tokenizer.chat_template, or
+ * chat_template in a Hugging Face directory's tokenizer_config.json or
+ * chat_template.jinja); NULL when the model has none */
+const char *ls_model_chat_template(const ls_model *m);
 /* bytes of weights memory-mapped for layers [l0, l1) (+ embedding/head when
  * asked), for memory planning */
 uint64_t ls_model_weight_bytes(const ls_model *m, int l0, int l1, bool embed, bool head);
