@@ -120,6 +120,10 @@ static const lsd_option lsd_options[] = {
     {"draft-vocab", "N", LSD_OPT_INT, F(draft_vocab), NULL, 0, 0, 1 << 24, false, false, false, NULL,
      "drafts score only the N most frequent tokens of the --draft-adapter's frequency table "
      "(verification keeps the full head: the output does not change); 0 = the full head", NULL},
+    {"chat-template", "FILE", LSD_OPT_STR, F(chat_template), "", 0, 0, 0, false, false, false, NULL,
+     "Jinja chat template for Chat (and the HTTP chat API) instead of the model's own (GGUF "
+     "tokenizer.chat_template); startup fails if it cannot be read or uses Jinja the renderer does "
+     "not support, naming the construct; empty = the model's", NULL},
     {"tls-cert", "FILE", LSD_OPT_STR, F(tls_cert), "", 0, 0, 0, false, false, false, NULL,
      "PEM certificate chain; with --tls-key the gRPC port serves TLS; empty = plaintext", NULL},
     {"tls-key", "FILE", LSD_OPT_STR, F(tls_key), "", 0, 0, 0, false, false, false, NULL,

@@ -33,6 +33,7 @@ typedef struct lsd_config {
     float draft_min_p;         /* --draft-min-p P, default 0.95, [0, 1] */
     char draft_source[16];     /* --draft-source NAME, default "auto" (auto|exit|adapter|lookup: ls_draft_source_name) */
     char draft_adapter[4096];  /* --draft-adapter PATH: draft adapter GGUF (docs/ADAPTER.md); "" = none */
+    char chat_template[4096];  /* --chat-template FILE: Jinja chat template instead of the model's; "" = the model's */
     int draft_vocab;           /* --draft-vocab N, default 0 = the full head; [0, 1<<24] */
     char tls_cert[4096];       /* --tls-cert FILE (PEM), with --tls-key: serve TLS */
     char tls_key[4096];        /* --tls-key FILE (PEM) */

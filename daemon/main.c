@@ -20,8 +20,10 @@
 #include "server.h"
 #include "service.h"
 
+#include "layerskip/chat_template.h"
 #include "layerskip/engine.h"
 #include "layerskip/generate.h"
+#include "layerskip/tokenizer.h"
 
 #ifdef LSD_WITH_MPI
 #include "msg.h" /* lsw_hostname */
@@ -105,6 +107,57 @@ static char *read_pem(const char *flag, const char *path, int *rc) {
         return NULL;
     }
     return t;
+}
+
+/* the chat template: --chat-template FILE (an error there fails startup), else
+ * the model's; *out stays NULL when there is none or the model's cannot be
+ * used, and msg says why (Chat then answers FAILED_PRECONDITION with it) */
+static int load_chat_template(const lsd_config *cfg, const ls_model *model, ls_chat_template **out, char *msg,
+                              size_t msg_len) {
+    *out = NULL;
+    ls_err err = {{0}};
+    if (cfg->chat_template[0]) {
+        FILE *f = fopen(cfg->chat_template, "rb");
+        if (!f) {
+            snprintf(msg, msg_len, "--chat-template %.300s: %.500s", cfg->chat_template, strerror(errno));
+            return -1;
+        }
+        char *text = malloc(1 << 20);
+        size_t n = text ? fread(text, 1, (1 << 20) - 1, f) : 0;
+        bool big = text && n == (1 << 20) - 1 && fgetc(f) != EOF;
+        fclose(f);
+        if (!text || big) {
+            snprintf(msg, msg_len, "--chat-template %.300s: %.500s", cfg->chat_template,
+                     text ? "larger than 1 MiB" : "out of memory");
+            free(text);
+            return -1;
+        }
+        ls_status st = ls_chat_template_parse(text, n, out, &err);
+        free(text);
+        if (st != LS_OK) {
+            snprintf(msg, msg_len, "--chat-template %.300s: %.500s", cfg->chat_template, err.msg);
+            return -1;
+        }
+        return 0;
+    }
+    const char *src = ls_model_chat_template(model);
+    if (!src) {
+        snprintf(msg, msg_len, "the model has no chat template (GGUF tokenizer.chat_template): start layerskipd with "
+                 "--chat-template FILE");
+        return 0;
+    }
+    if (ls_chat_template_parse(src, strlen(src), out, &err) != LS_OK)
+        snprintf(msg, msg_len, "the model's chat template cannot be used (%.600s): start layerskipd with "
+                 "--chat-template FILE", err.msg);
+    return 0;
+}
+
+/* a special token's text (bos_token / eos_token for the chat template) */
+static void token_text(const ls_model *model, int32_t id, char *out, size_t len) {
+    out[0] = 0;
+    if (id < 0) return;
+    int64_t n = ls_token_to_bytes(ls_model_tokenizer(model), id, true, out, (int64_t)len - 1);
+    out[n > 0 && n < (int64_t)len ? n : 0] = 0;
 }
 
 #ifdef LSD_WITH_MPI
@@ -280,6 +333,8 @@ int main(int argc, char **argv) {
     lsd_server *srv = NULL;
     bool grpc_up = false;
     lsd_service *svc = NULL;
+    ls_chat_template *chat_tpl = NULL;
+    char chat_err[900] = "", bos_text[256] = "", eos_text[256] = "";
 
     if (cfg.auth_token_file[0] && !(token = read_token(cfg.auth_token_file, &rc))) goto out;
     if (cfg.tls_cert[0] && (!(cert = read_pem("--tls-cert", cfg.tls_cert, &rc)) ||
@@ -418,8 +473,21 @@ int main(int argc, char **argv) {
         rc = 1;
         goto out;
     }
+    if (load_chat_template(&cfg, model, &chat_tpl, chat_err, sizeof chat_err) != 0) {
+        fprintf(stderr, "layerskipd: %s\n", chat_err);
+        rc = 2;
+        goto out;
+    }
+    if (!chat_tpl) LSD_LOG(LSD_LOG_WARN, "Chat is off: %s", chat_err);
+    token_text(model, ls_tokenizer_bos(ls_model_tokenizer(model)), bos_text, sizeof bos_text);
+    token_text(model, ls_tokenizer_eos(ls_model_tokenizer(model)), eos_text, sizeof eos_text);
     svc = calloc(1, sizeof *svc);
     if (!svc) { rc = 1; goto out; }
+    svc->chat_template = chat_tpl;
+    svc->chat_template_source = cfg.chat_template[0] ? cfg.chat_template : chat_tpl ? "model" : "";
+    svc->chat_template_error = chat_err;
+    svc->bos_text = bos_text;
+    svc->eos_text = eos_text;
     svc->model = model;
     svc->model_path = cfg.model;
     svc->n_ctx = n_ctx;
@@ -555,6 +623,7 @@ early_out:
         MPI_Finalize();
     }
 #endif
+    ls_chat_template_free(chat_tpl);
     ls_adapter_free(adapter); /* before the model it was made for */
     ls_model_free(model);
     return rc < 0 ? 0 : rc;

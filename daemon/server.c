@@ -32,7 +32,7 @@ typedef struct lsd_tag {
 } lsd_tag;
 
 enum method {
-    M_GENERATE, M_GENERATE_STREAM, M_TOKENIZE, M_DETOKENIZE, M_MODEL_INFO,
+    M_GENERATE, M_GENERATE_STREAM, M_CHAT, M_CHAT_STREAM, M_TOKENIZE, M_DETOKENIZE, M_MODEL_INFO,
     M_HEALTH_CHECK, M_HEALTH_WATCH, M_REFLECT_V1, M_REFLECT_V1ALPHA,
     M_REGISTERED, /* count of registered methods */
     M_GENERIC = M_REGISTERED,
@@ -46,6 +46,8 @@ static const struct method_info {
 } method_info[M_COUNT] = {
     [M_GENERATE] = {"/layerskip.v1.LayerSkip/Generate", "Generate", true},
     [M_GENERATE_STREAM] = {"/layerskip.v1.LayerSkip/GenerateStream", "GenerateStream", true},
+    [M_CHAT] = {"/layerskip.v1.LayerSkip/Chat", "Chat", true},
+    [M_CHAT_STREAM] = {"/layerskip.v1.LayerSkip/ChatStream", "ChatStream", true},
     [M_TOKENIZE] = {"/layerskip.v1.LayerSkip/Tokenize", "Tokenize", true},
     [M_DETOKENIZE] = {"/layerskip.v1.LayerSkip/Detokenize", "Detokenize", true},
     [M_MODEL_INFO] = {"/layerskip.v1.LayerSkip/GetModelInfo", "GetModelInfo", true},
@@ -382,6 +384,8 @@ static bool stream_append(call *c, const char *text, size_t len, const int32_t *
     return true;
 }
 
+static bool is_stream(const call *c) { return c->method == M_GENERATE_STREAM || c->method == M_CHAT_STREAM; }
+
 static void gens_add(call *c) {
     lsd_server *srv = c->srv;
     pthread_mutex_lock(&srv->mu);
@@ -436,7 +440,7 @@ static void on_job_done(void *user, lsd_job *j) {
     if (!c->dead && !c->closed && !c->status_queued) {
         if (j->code != GRPC_STATUS_OK) {
             finish_locked(c, (grpc_status_code)j->code, j->message);
-        } else if (c->method == M_GENERATE_STREAM) {
+        } else if (is_stream(c)) {
             if (stream_append(c, j->text ? j->text + j->text_sent : "", j->text_len - j->text_sent,
                               j->ids + j->ids_sent, j->n_ids - j->ids_sent)) {
                 c->st_final = true;
@@ -570,14 +574,15 @@ static bool auth_ok(lsd_server *srv, const call *c) {
 static void handle_generate(call *c, const grpc_slice *req) {
     lsd_server *srv = c->srv;
     char msg[1024] = "";
-    grpc_status_code code = lsd_service_prepare_generate(srv->o.service, GRPC_SLICE_START_PTR(*req),
-                                                         GRPC_SLICE_LENGTH(*req), &c->job, msg, sizeof msg);
+    const bool chat = c->method == M_CHAT || c->method == M_CHAT_STREAM;
+    grpc_status_code code = (chat ? lsd_service_prepare_chat : lsd_service_prepare_generate)(
+        srv->o.service, GRPC_SLICE_START_PTR(*req), GRPC_SLICE_LENGTH(*req), &c->job, msg, sizeof msg);
     if (code != GRPC_STATUS_OK) {
         finish(c, code, msg);
         return;
     }
     c->job.t_arrival = c->t_start;
-    c->job.on_chunk = c->method == M_GENERATE_STREAM ? on_job_chunk : NULL;
+    c->job.on_chunk = is_stream(c) ? on_job_chunk : NULL;
     c->job.on_done = on_job_done;
     c->job.user = c;
     pthread_mutex_lock(&c->mu);
@@ -678,7 +683,9 @@ static void dispatch(call *c) {
     size_t n = GRPC_SLICE_LENGTH(req);
     switch (c->method) {
     case M_GENERATE:
-    case M_GENERATE_STREAM: handle_generate(c, &req); break;
+    case M_GENERATE_STREAM:
+    case M_CHAT:
+    case M_CHAT_STREAM: handle_generate(c, &req); break;
     case M_HEALTH_CHECK:
     case M_HEALTH_WATCH: handle_health(c, &req); break;
     case M_TOKENIZE: code = lsd_service_tokenize(srv->o.service, p, n, &bytes, &len, msg, sizeof msg); goto unary;

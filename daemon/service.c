@@ -93,11 +93,12 @@ static uint64_t random_seed(void) {
     return (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
 }
 
-static grpc_status_code fill_prompt(lsd_service *sv, const Layerskip__V1__GenerateRequest *r, lsd_job *job,
-                                    char *msg, size_t msg_len) {
+/* chat: the rendered conversation, which is the prompt instead of r's */
+static grpc_status_code fill_prompt(lsd_service *sv, const Layerskip__V1__GenerateRequest *r, const char *chat,
+                                    lsd_job *job, char *msg, size_t msg_len) {
     const ls_tokenizer *tok = ls_model_tokenizer(sv->model);
     int32_t n_vocab = ls_tokenizer_n_vocab(tok);
-    if (r->input_case == LAYERSKIP__V1__GENERATE_REQUEST__INPUT_PROMPT_IDS) {
+    if (!chat && r->input_case == LAYERSKIP__V1__GENERATE_REQUEST__INPUT_PROMPT_IDS) {
         const Layerskip__V1__TokenIds *t = r->prompt_ids;
         if (!t || t->n_ids == 0)
             return fail(msg, msg_len, "prompt_ids is empty: give at least one token id, or a prompt text");
@@ -114,7 +115,7 @@ static grpc_status_code fill_prompt(lsd_service *sv, const Layerskip__V1__Genera
         job->n_prompt = (int)t->n_ids;
         return GRPC_STATUS_OK;
     }
-    const char *text = r->input_case == LAYERSKIP__V1__GENERATE_REQUEST__INPUT_PROMPT ? r->prompt : "";
+    const char *text = chat ? chat : r->input_case == LAYERSKIP__V1__GENERATE_REQUEST__INPUT_PROMPT ? r->prompt : "";
     size_t len = strlen(text);
     if (len == 0) return fail(msg, msg_len, "prompt is empty: give a prompt text or prompt_ids");
     if (!lsd_utf8_valid(text, len)) return fail(msg, msg_len, "prompt is not valid UTF-8: send UTF-8 text");
@@ -130,6 +131,11 @@ static grpc_status_code fill_prompt(lsd_service *sv, const Layerskip__V1__Genera
     if (!job->prompt) return fail(msg, msg_len, "out of memory for the prompt");
     n = ls_tokenize(tok, text, len, add_bos, true, job->prompt, cap);
     if (n < 1) return fail(msg, msg_len, "prompt gives no tokens: give a non-empty prompt");
+    /* a template that writes bos_token itself: one BOS, not two */
+    if (chat && add_bos && n >= 2 && job->prompt[0] == ls_tokenizer_bos(tok) && job->prompt[1] == job->prompt[0]) {
+        memmove(job->prompt, job->prompt + 1, sizeof(int32_t) * (size_t)(n - 1));
+        n--;
+    }
     job->n_prompt = (int)n;
     return GRPC_STATUS_OK;
 }
@@ -220,10 +226,8 @@ static grpc_status_code fill_params(lsd_service *sv, const Layerskip__V1__Genera
     return GRPC_STATUS_OK;
 }
 
-grpc_status_code lsd_service_prepare_generate(lsd_service *sv, const uint8_t *req, size_t len, lsd_job *job,
-                                              char *msg, size_t msg_len) {
-    Layerskip__V1__GenerateRequest *r = layerskip__v1__generate_request__unpack(NULL, len, req);
-    if (!r) return fail(msg, msg_len, "the request is not a valid layerskip.v1.GenerateRequest message");
+static grpc_status_code prepare(lsd_service *sv, const Layerskip__V1__GenerateRequest *r, const char *chat,
+                                lsd_job *job, char *msg, size_t msg_len) {
     grpc_status_code code = GRPC_STATUS_OK;
     size_t id_len = strlen(r->request_id);
     const ls_tokenizer *tok = ls_model_tokenizer(sv->model);
@@ -270,11 +274,100 @@ grpc_status_code lsd_service_prepare_generate(lsd_service *sv, const uint8_t *re
         memcpy(job->stop_ids, r->stop_token_ids, sizeof(int32_t) * r->n_stop_token_ids);
         job->n_stop_ids = (int)r->n_stop_token_ids;
     }
-    code = fill_prompt(sv, r, job, msg, msg_len);
+    code = fill_prompt(sv, r, chat, job, msg, msg_len);
     if (code == GRPC_STATUS_OK) code = fill_params(sv, r, job, msg, msg_len);
 out:
+    return code;
+}
+
+grpc_status_code lsd_service_prepare_generate(lsd_service *sv, const uint8_t *req, size_t len, lsd_job *job,
+                                              char *msg, size_t msg_len) {
+    Layerskip__V1__GenerateRequest *r = layerskip__v1__generate_request__unpack(NULL, len, req);
+    if (!r) return fail(msg, msg_len, "the request is not a valid layerskip.v1.GenerateRequest message");
+    grpc_status_code code = prepare(sv, r, NULL, job, msg, msg_len);
     layerskip__v1__generate_request__free_unpacked(r, NULL);
     return code;
+}
+
+grpc_status_code lsd_service_prepare_chat(lsd_service *sv, const uint8_t *req, size_t len, lsd_job *job, char *msg,
+                                          size_t msg_len) {
+    Layerskip__V1__ChatRequest *r = layerskip__v1__chat_request__unpack(NULL, len, req);
+    if (!r) return fail(msg, msg_len, "the request is not a valid layerskip.v1.ChatRequest message");
+    grpc_status_code code = GRPC_STATUS_OK;
+    char *text = NULL;
+    Layerskip__V1__GenerateRequest dflt = LAYERSKIP__V1__GENERATE_REQUEST__INIT;
+    const Layerskip__V1__GenerateRequest *o = r->options ? r->options : &dflt;
+    ls_chat_message *msgs = NULL;
+    if (!sv->chat_template) {
+        code = GRPC_STATUS_FAILED_PRECONDITION;
+        snprintf(msg, msg_len, "%s", sv->chat_template_error ? sv->chat_template_error
+                                                             : "no chat template: start layerskipd with --chat-template");
+        goto out;
+    }
+    if (o->input_case != LAYERSKIP__V1__GENERATE_REQUEST__INPUT__NOT_SET) {
+        code = fail(msg, msg_len, "options.prompt and options.prompt_ids must be unset in a ChatRequest: the "
+                    "messages are the prompt");
+        goto out;
+    }
+    code = lsd_chat_check_messages(r->n_messages, msg, msg_len);
+    if (code != GRPC_STATUS_OK) goto out;
+    msgs = calloc(r->n_messages, sizeof *msgs);
+    if (!msgs) { code = fail(msg, msg_len, "out of memory for the messages"); goto out; }
+    for (size_t i = 0; i < r->n_messages; i++) {
+        const Layerskip__V1__ChatMessage *m = r->messages[i];
+        msgs[i].role = m->role;
+        msgs[i].content = m->content;
+        if ((code = lsd_chat_check_message(i, m->role, m->content, msg, msg_len)) != GRPC_STATUS_OK) goto out;
+    }
+    code = lsd_chat_render(sv, msgs, (int)r->n_messages, &text, msg, msg_len);
+    if (code == GRPC_STATUS_OK) code = prepare(sv, o, text, job, msg, msg_len);
+out:
+    free(msgs);
+    free(text);
+    layerskip__v1__chat_request__free_unpacked(r, NULL);
+    return code;
+}
+
+grpc_status_code lsd_chat_check_messages(size_t n, char *msg, size_t msg_len) {
+    if (n == 0) return fail(msg, msg_len, "messages is empty: give at least one message");
+    if (n > LSD_MAX_CHAT_MESSAGES)
+        return fail(msg, msg_len, "messages has %zu entries, more than %d", n, LSD_MAX_CHAT_MESSAGES);
+    return GRPC_STATUS_OK;
+}
+
+grpc_status_code lsd_chat_check_message(size_t i, const char *role, const char *content, char *msg, size_t msg_len) {
+    size_t rl = role ? strlen(role) : 0;
+    if (rl == 0) return fail(msg, msg_len, "messages[%zu].role is empty (system, user or assistant)", i);
+    if (rl > 64 || !lsd_utf8_valid(role, rl))
+        return fail(msg, msg_len, "messages[%zu].role must be valid UTF-8 of at most 64 bytes", i);
+    if (!content || !lsd_utf8_valid(content, strlen(content)))
+        return fail(msg, msg_len, "messages[%zu].content is not valid UTF-8", i);
+    return GRPC_STATUS_OK;
+}
+
+grpc_status_code lsd_chat_render(lsd_service *sv, const ls_chat_message *msgs, int n, char **text, char *msg,
+                                 size_t msg_len) {
+    *text = NULL;
+    if (!sv->chat_template) {
+        snprintf(msg, msg_len, "%s", sv->chat_template_error ? sv->chat_template_error
+                                                             : "no chat template: start layerskipd with --chat-template");
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    }
+    ls_chat_render_opts ro = {.bos_token = sv->bos_text, .eos_token = sv->eos_text, .add_generation_prompt = true,
+                              .max_output = (size_t)sv->n_ctx * 64 + 4096};
+    ls_err err = {{0}};
+    ls_status st = ls_chat_template_render(sv->chat_template, msgs, n, &ro, text, NULL, &err);
+    if (st == LS_ERR_INVALID) /* the template's raise_exception: the conversation is refused */
+        return fail(msg, msg_len, "the chat template refuses this conversation: %s", err.msg);
+    if (st == LS_ERR_NOMEM) {
+        snprintf(msg, msg_len, "out of memory rendering the chat template");
+        return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    }
+    if (st != LS_OK) {
+        snprintf(msg, msg_len, "rendering the chat template (%s) failed: %s", sv->chat_template_source, err.msg);
+        return GRPC_STATUS_FAILED_PRECONDITION;
+    }
+    return GRPC_STATUS_OK;
 }
 
 /* by_source and src: room for LS_N_DRAFT_SOURCES entries (the caller's, alive until packed) */
@@ -520,6 +613,7 @@ grpc_status_code lsd_service_model_info(const lsd_service *sv, const uint8_t *re
     m.max_queue = sv->max_queue;
     m.version = LSD_VERSION;
     m.kernels = (char *)ls_kernel_path();
+    m.chat_template = (char *)(sv->chat_template_source ? sv->chat_template_source : "");
     char *sources[LS_N_DRAFT_SOURCES];
     for (int i = 0; i < LS_N_DRAFT_SOURCES; i++) sources[i] = (char *)ls_draft_source_name((ls_draft_source)i);
     m.default_draft_source = (char *)ls_draft_source_name(sv->default_draft_source);

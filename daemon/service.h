@@ -8,6 +8,7 @@
 #define LSD_SERVICE_H
 
 #include "sched.h"
+#include "layerskip/chat_template.h"
 
 #include <grpc/status.h>
 #include <stdatomic.h>
@@ -42,6 +43,13 @@ typedef struct lsd_service {
     int n_stages;
     int pipeline_exit_layer;
     atomic_uint_fast64_t next_request; /* for generated request ids */
+    /* Chat: the parsed template (NULL: Chat answers FAILED_PRECONDITION with
+     * chat_template_error), where it came from ("model" or the
+     * --chat-template path), the bos/eos texts it is given */
+    const ls_chat_template *chat_template;
+    const char *chat_template_source;
+    const char *chat_template_error;
+    const char *bos_text, *eos_text;
 } lsd_service;
 
 /* health statuses (grpc.health.v1.HealthCheckResponse.ServingStatus) */
@@ -51,6 +59,22 @@ enum { LSD_HEALTH_UNKNOWN = 0, LSD_HEALTH_SERVING = 1, LSD_HEALTH_NOT_SERVING = 
 /* Decode a GenerateRequest into job (lsd_job_init'ed by the caller; on
  * error job may hold allocations: lsd_job_clear it). msg gets the reason
  * for any non-OK result. */
+#define LSD_MAX_CHAT_MESSAGES 1024 /* messages per conversation */
+
+/* The one set of chat rules, for gRPC Chat and the HTTP API: the message
+ * count, each message (role: non-empty UTF-8 of <= 64 bytes; content:
+ * UTF-8), and rendering with the assistant's turn opened (*text malloc'ed;
+ * INVALID_ARGUMENT when the template's raise_exception refuses the
+ * conversation, FAILED_PRECONDITION without a usable template). */
+grpc_status_code lsd_chat_check_messages(size_t n, char *msg, size_t msg_len);
+grpc_status_code lsd_chat_check_message(size_t i, const char *role, const char *content, char *msg, size_t msg_len);
+grpc_status_code lsd_chat_render(lsd_service *sv, const ls_chat_message *msgs, int n, char **text, char *msg,
+                                 size_t msg_len);
+
+/* the same for a ChatRequest: its messages rendered by the chat template
+ * (assistant turn opened) are the prompt, its options the rest */
+grpc_status_code lsd_service_prepare_chat(lsd_service *sv, const uint8_t *req, size_t len, lsd_job *job, char *msg,
+                                          size_t msg_len);
 grpc_status_code lsd_service_prepare_generate(lsd_service *sv, const uint8_t *req, size_t len,
                                               lsd_job *job, char *msg, size_t msg_len);
 

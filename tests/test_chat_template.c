@@ -255,6 +255,23 @@ static void test_limits(void) {
     CHECK((double)clock() / CLOCKS_PER_SEC - t0 < 30);
 }
 
+/* the template keeps its own copy of the source */
+static void test_source_copied(void) {
+    const char *text = "a{{ 'b' }}c\n{% if true %}d{% endif %}";
+    char *src = strdup(text);
+    REQUIRE(src != NULL);
+    ls_chat_template *t = NULL;
+    ls_err err = {{0}};
+    CHECK_EQ_INT(ls_chat_template_parse(src, strlen(src), &t, &err), LS_OK);
+    memset(src, 'x', strlen(src));
+    free(src);
+    char *out = NULL;
+    CHECK_EQ_INT(ls_chat_template_render(t, NULL, 0, NULL, &out, NULL, &err), LS_OK);
+    CHECK(out && strcmp(out, "abc\nd") == 0);
+    free(out);
+    ls_chat_template_free(t);
+}
+
 int main(void) {
     setenv("TZ", "UTC", 1); /* strftime_now in the goldens: UTC */
     tzset();
@@ -265,5 +282,6 @@ int main(void) {
     RUN(test_statements);
     RUN(test_errors);
     RUN(test_limits);
+    RUN(test_source_copied);
     TEST_MAIN_END();
 }

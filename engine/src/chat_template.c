@@ -1152,12 +1152,16 @@ ls_status ls_chat_template_parse(const char *src, size_t len, ls_chat_template *
     ls_chat_template *t = calloc(1, sizeof *t);
     if (!t) return ls_err_set(err, LS_ERR_NOMEM, "chat template: out of memory");
     t->a.limit = 64u << 20;
-    parser p = {.a = &t->a, .src = src, .len = len, .err = err};
+    parser p = {.a = &t->a, .len = len, .err = err};
     if (setjmp(p.jb)) {
         arena_free(&t->a);
         free(t);
         return p.st;
     }
+    /* the tree points into the source: keep a copy with it (the caller's may go) */
+    char *copy = palloc(&p, len + 1);
+    if (len) memcpy(copy, src, len);
+    p.src = copy;
     lex(&p);
     if (parse_body(&p, &t->root, NULL, 1) != NULL) perr(&p, LS_ERR_FORMAT, 1, "internal: stray end");
     *out = t;
@@ -2680,7 +2684,8 @@ static val call_val(rctx *c, val f, const args *a) {
         switch (f.fn) {
         case F_RAISE: {
             val *m = arg(a, 0, NULL);
-            str s = m ? to_str(c, m) : (str){"raise_exception", 15};
+            str s = m ? to_str(c, m) : (str){"", 0};
+            if (!s.n) s = (str){"the chat template raised an error without a message", 51};
             rerr(c, LS_ERR_INVALID, "%.*s", (int)(s.n > 800 ? 800 : s.n), s.p);
         }
         case F_RANGE: {

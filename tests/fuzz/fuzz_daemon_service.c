@@ -1,11 +1,13 @@
 /* fuzz_daemon_service.c: libFuzzer target for the daemon's request decoding
  * and validation (daemon/service.c), the code every client byte reaches
  * first. The first input byte picks the method (Generate, Tokenize,
- * Detokenize, GetModelInfo, Health.Check), the rest is the request message.
+ * Detokenize, GetModelInfo, Health.Check by its value mod 5; 0xC4: Chat,
+ * through the model's chat template), the rest is the request message.
  * A request is either rejected with a message or accepted; an accepted one
  * must encode a response. Uses the default model's tokenizer
  * ($LS_MODELS_DIR/SmolLM2-135M-Instruct.Q4_1.gguf, loaded once). */
 #include "service.h"
+#include "layerskip/engine.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +38,16 @@ static void setup(void) {
     sv.draft_min_p = 0.95f;
     sv.max_sessions = 2;
     sv.max_queue = 8;
+    const char *tpl = ls_model_chat_template(m);
+    static ls_chat_template *ct;
+    if (!tpl || ls_chat_template_parse(tpl, strlen(tpl), &ct, &err) != LS_OK) {
+        fprintf(stderr, "fuzz_daemon_service: the model's chat template: %s\n", tpl ? err.msg : "none");
+        abort();
+    }
+    sv.chat_template = ct;
+    sv.chat_template_source = "model";
+    sv.bos_text = "";
+    sv.eos_text = "<|im_end|>";
     done = true;
 }
 
@@ -48,6 +60,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *out = NULL;
     size_t out_len = 0;
     grpc_status_code rc;
+    if (data[0] == 0xC4) {
+        lsd_job job;
+        lsd_job_init(&job);
+        rc = lsd_service_prepare_chat(&sv, req, len, &job, msg, sizeof msg);
+        if (rc == GRPC_STATUS_OK && (job.n_prompt < 1 || lsd_service_encode_response(&sv, &job, &out, &out_len) != 0))
+            __builtin_trap();
+        if (rc != GRPC_STATUS_OK && msg[0] == 0) __builtin_trap();
+        lsd_job_clear(&job);
+        free(out);
+        return 0;
+    }
     switch (data[0] % 5) {
     case 0: {
         lsd_job job;

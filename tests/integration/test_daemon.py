@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import sys
 import threading
 import time
@@ -404,6 +405,100 @@ class TestCancellation(Base):
         self.assertGreater(peak, 0)  # 2 sessions: the others queued
         self.assertEqual(MAIN.metric("layerskip_sessions_busy"), 0)
         self.assertEqual(MAIN.metric("layerskip_queue_depth"), 0)
+
+
+class TestChat(Base):
+    SYS = {"role": "system", "content": "You are a helpful assistant."}
+    Q = {"role": "user", "content": "What is the capital of France?"}
+
+    def chat_req(self, messages, **kw):
+        return self.pb.ChatRequest(messages=[self.pb.ChatMessage(**m) for m in messages],
+                                   options=self.pb.GenerateRequest(**kw))
+
+    def rendered(self, messages):
+        """the prompt Chat should build: the model's template rendered by jinja2 (the reference renderer, from
+        PyPI; the same environment as scripts/golden_chat_templates.py), else None"""
+        try:
+            sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "scripts"))
+            import golden_chat_templates as g
+        except ImportError:
+            return None
+        tpl = g.environment().from_string(g.gguf_string(ARGS.model, "tokenizer.chat_template"))
+        return tpl.render(messages=messages, tools=None, documents=None, add_generation_prompt=True,
+                          bos_token="", eos_token="<|im_end|>")
+
+    def test_chat_equals_generate_on_the_rendered_prompt(self):
+        msgs = [self.SYS, self.Q]
+        info = self.stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=30)
+        self.assertEqual(info.chat_template, "model")
+        r = self.stub.Chat(self.chat_req(msgs, max_tokens=24), timeout=300)
+        self.assertEqual(r.text, "The capital of France is Paris.")
+        self.assertEqual(r.finish_reason, self.pb.FINISH_REASON_EOS)  # ends at the end-of-turn token
+        # the same text streamed, and with every strategy (lossless)
+        for strategy in ("autoregressive", "self_speculative", "early_exit"):
+            chunks = list(self.stub.ChatStream(self.chat_req(msgs, max_tokens=24, strategy=strategy, exit_layer=8),
+                                               timeout=300))
+            text = "".join(c.text for c in chunks)
+            if strategy != "early_exit":
+                self.assertEqual(text, r.text, strategy)
+            self.assertEqual(chunks[-1].stats.strategy, strategy)
+        # Chat is Generate on the template's rendering (ChatML with special tokens parsed)
+        prompt = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                  "What is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+        ref = self.rendered(msgs)
+        if ref is not None:
+            self.assertEqual(ref, prompt)
+        g = self.stub.Generate(self.req(prompt, max_tokens=24), timeout=300)
+        self.assertEqual(g.text, r.text)
+        self.assertEqual(list(g.token_ids), list(r.token_ids))
+        self.assertEqual(g.stats.prompt_tokens, r.stats.prompt_tokens)
+
+    def test_multi_turn(self):
+        msgs = [self.SYS, self.Q, {"role": "assistant", "content": "The capital of France is Paris."},
+                {"role": "user", "content": "And of Italy?"}]
+        r = self.stub.Chat(self.chat_req(msgs, max_tokens=24), timeout=300)
+        self.assertIn("Rome", r.text)
+
+    def test_bad_chat_requests(self):
+        A = self.grpc.StatusCode.INVALID_ARGUMENT
+        self.assert_code(lambda: self.stub.Chat(self.chat_req([]), timeout=30), A, "messages is empty")
+        self.assert_code(lambda: self.stub.Chat(self.chat_req([{"role": "", "content": "x"}]), timeout=30), A,
+                         "messages[0].role")
+        self.assert_code(lambda: self.stub.Chat(self.chat_req([self.Q], prompt="x"), timeout=30), A,
+                         "options.prompt")
+        self.assert_code(lambda: self.stub.Chat(self.chat_req([self.Q] * 1025), timeout=30), A, "1024")
+        self.assert_code(lambda: self.stub.Chat(self.chat_req([self.Q], max_tokens=-3), timeout=30), A,
+                         "max_tokens")
+
+    def test_chat_template_flag(self):
+        from daemon_harness import Daemon
+        tmp = tempfile.mkdtemp(prefix="ls-chat-")
+        tpl = os.path.join(tmp, "t.jinja")
+        with open(tpl, "w") as f:
+            f.write("{% for m in messages %}{% if m.role == 'system' %}{{ raise_exception('no system role') }}"
+                    "{% endif %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+                    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+        d = Daemon(ARGS.daemon, ARGS.model, ["--threads", "1", "--chat-template", tpl])
+        try:
+            stub = self.pbg.LayerSkipStub(d.channel)
+            self.assertEqual(stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=30).chat_template, tpl)
+            r = stub.Chat(self.chat_req([self.Q], max_tokens=24), timeout=300)
+            self.assertEqual(r.text, "The capital of France is Paris.")
+            self.assert_code(lambda: stub.Chat(self.chat_req([self.SYS, self.Q]), timeout=30),
+                             self.grpc.StatusCode.INVALID_ARGUMENT, "refuses this conversation: no system role")
+        finally:
+            self.assertEqual(d.stop(), 0)
+        # a template outside the subset, or a missing file: startup fails naming it
+        with open(tpl, "w") as f:
+            f.write("line 1\n{% include 'other.jinja' %}")
+        r = subprocess.run([ARGS.daemon, "--model", ARGS.model, "--listen", "127.0.0.1:0", "--chat-template", tpl],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("line 2: {% include %} is not supported", r.stderr)
+        r = subprocess.run([ARGS.daemon, "--model", ARGS.model, "--listen", "127.0.0.1:0", "--chat-template",
+                            os.path.join(tmp, "missing.jinja")], capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("missing.jinja", r.stderr)
 
 
 class TestMetrics(Base):

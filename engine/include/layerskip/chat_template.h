@@ -52,7 +52,7 @@ typedef struct ls_chat_render_opts {
                                  * 0: the current time */
 } ls_chat_render_opts;
 
-/* Parse a template (len bytes of UTF-8). Errors: LS_ERR_FORMAT (syntax),
+/* Parse a template (len bytes of UTF-8; the template keeps its own copy). Errors: LS_ERR_FORMAT (syntax),
  * LS_ERR_UNSUPPORTED (a construct outside the subset), both naming the line. */
 ls_status ls_chat_template_parse(const char *src, size_t len, ls_chat_template **out, ls_err *err);
 
