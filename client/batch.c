@@ -161,6 +161,12 @@ static bool json_int(const cJSON *v, double lo, double hi, long long *out) {
 void lsc_batch_item_free(lsc_batch_item *it) {
     cJSON_free(it->id_key);
     free(it->prompt);
+    for (size_t i = 0; it->messages && i < it->n_messages; i++) {
+        free(it->messages[i].role);
+        free(it->messages[i].content);
+    }
+    free(it->messages);
+    free(it->message_ptrs);
     free(it->strategy);
     free(it->draft_source);
     if (it->stop)
@@ -182,6 +188,28 @@ static lsc_status parse_fields(const cJSON *o, lsc_batch_item *it, lsc_err *err)
         if (!strcmp(k, "prompt")) {
             if (!cJSON_IsString(v)) BAD("\"prompt\" must be a string");
             if (!(it->prompt = strdup(v->valuestring))) BAD("out of memory");
+        } else if (!strcmp(k, "messages")) {
+            /* [{"role": "user", "content": "..."}, ...]: Chat through the model's chat template */
+            if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0)
+                BAD("\"messages\" must be a non-empty array of {\"role\", \"content\"} objects");
+            size_t n = (size_t)cJSON_GetArraySize(v), i = 0;
+            it->messages = calloc(n, sizeof *it->messages);
+            it->message_ptrs = calloc(n, sizeof *it->message_ptrs);
+            if (!it->messages || !it->message_ptrs) BAD("out of memory");
+            const cJSON *m;
+            cJSON_ArrayForEach(m, v) {
+                const cJSON *role = cJSON_GetObjectItemCaseSensitive(m, "role");
+                const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
+                if (!cJSON_IsObject(m) || !cJSON_IsString(role) || !cJSON_IsString(content))
+                    BAD("\"messages\"[%zu] must be {\"role\": \"...\", \"content\": \"...\"} (content a string)", i);
+                layerskip__v1__chat_message__init(&it->messages[i]);
+                it->message_ptrs[i] = &it->messages[i];
+                it->n_messages = i + 1;
+                if (!(it->messages[i].role = strdup(role->valuestring)) ||
+                    !(it->messages[i].content = strdup(content->valuestring)))
+                    BAD("out of memory");
+                i++;
+            }
         } else if (!strcmp(k, "max_tokens")) {
             if (!json_int(v, 0, INT32_MAX, &iv)) BAD("\"max_tokens\" must be an integer >= 0 (0 = the daemon's default)");
             p->max_tokens = (int)iv;
@@ -270,13 +298,14 @@ static lsc_status parse_fields(const cJSON *o, lsc_batch_item *it, lsc_err *err)
             if (!cJSON_IsBool(v)) BAD("\"ignore_eos\" must be true or false");
             p->ignore_eos = cJSON_IsTrue(v);
         } else {
-            BAD("unknown field \"%s\" (known: id, prompt, max_tokens, temperature, top_k, top_p, min_p, "
+            BAD("unknown field \"%s\" (known: id, prompt, messages, max_tokens, temperature, top_k, top_p, min_p, "
                 "repetition_penalty, seed, stop, stop_token_ids, strategy, exit_layer, num_speculations, draft_source, "
                 "draft_vocab, ignore_eos)",
                 k);
         }
     }
-    if (!it->prompt) BAD("\"prompt\" is missing (add \"prompt\": \"...\")");
+    if (!it->prompt && !it->n_messages) BAD("\"prompt\" (or \"messages\") is missing (add \"prompt\": \"...\")");
+    if (it->prompt && it->n_messages) BAD("give \"prompt\" or \"messages\", not both");
     return LSC_OK;
 }
 
@@ -426,11 +455,19 @@ static void run_item(batch_job *b, lsc_batch_item *it, unsigned *rng) {
     Layerskip__V1__GenerateRequest req;
     Layerskip__V1__SamplingParams sp;
     lsc_gen_request_fill(&it->params, it->prompt, &req, &sp);
+    Layerskip__V1__ChatRequest chat = LAYERSKIP__V1__CHAT_REQUEST__INIT;
+    if (it->n_messages) { /* the conversation is the prompt: Chat, Generate's options */
+        req.input_case = LAYERSKIP__V1__GENERATE_REQUEST__INPUT__NOT_SET;
+        chat.n_messages = it->n_messages;
+        chat.messages = it->message_ptrs;
+        chat.options = &req;
+    }
     lsc_rpc_status st;
     ProtobufCMessage *resp = NULL;
     for (int attempt = 0;; attempt++) {
-        lsc_call_unary(b->conn, "/layerskip.v1.LayerSkip/Generate", &req.base, &layerskip__v1__generate_response__descriptor,
-                       &resp, b->o->timeout_s, &st);
+        lsc_call_unary(b->conn, it->n_messages ? "/layerskip.v1.LayerSkip/Chat" : "/layerskip.v1.LayerSkip/Generate",
+                       it->n_messages ? &chat.base : &req.base, &layerskip__v1__generate_response__descriptor, &resp,
+                       b->o->timeout_s, &st);
         if (st.code != GRPC_STATUS_RESOURCE_EXHAUSTED || stopping(b)) break;
         /* the daemon's queue is full: back off (exponential, jittered) and retry */
         double wait = 0.05 * (double)(1u << (attempt < 6 ? attempt : 6));

@@ -35,7 +35,10 @@ lsc_status lsc_resume_scan(int fd, const char *path, lsc_idset *done, size_t *li
 typedef struct lsc_batch_item {
     size_t line_no;
     char *id_key;          /* compact JSON of the id, e.g. "\"a7\"" or "12" */
-    char *prompt;
+    char *prompt;          /* or messages (a conversation for the chat template): one of the two */
+    Layerskip__V1__ChatMessage *messages;
+    Layerskip__V1__ChatMessage **message_ptrs;
+    size_t n_messages;
     lsc_gen_params params; /* defaults overridden by the line's fields */
     char *strategy;        /* owned copies of the line's strings */
     char *draft_source;

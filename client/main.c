@@ -38,9 +38,10 @@ typedef enum command {
     CMD_DETOKENIZE = 1 << 3,
     CMD_INFO = 1 << 4,
     CMD_HEALTH = 1 << 5,
+    CMD_CHAT = 1 << 6,
 } command;
-#define CMD_ALL (CMD_GENERATE | CMD_BATCH | CMD_TOKENIZE | CMD_DETOKENIZE | CMD_INFO | CMD_HEALTH)
-#define CMD_GEN (CMD_GENERATE | CMD_BATCH)
+#define CMD_ALL (CMD_GENERATE | CMD_BATCH | CMD_TOKENIZE | CMD_DETOKENIZE | CMD_INFO | CMD_HEALTH | CMD_CHAT)
+#define CMD_GEN (CMD_GENERATE | CMD_BATCH | CMD_CHAT)
 
 static const struct {
     const char *name;
@@ -48,6 +49,7 @@ static const struct {
     const char *summary;
 } commands[] = {
     {"generate", CMD_GENERATE, "generate text for one prompt, streamed to stdout"},
+    {"chat", CMD_CHAT, "talk with the model through its chat template (history, streamed answers)"},
     {"batch", CMD_BATCH, "run a JSONL file of prompts (resumable)"},
     {"tokenize", CMD_TOKENIZE, "print the token ids and pieces of a text"},
     {"detokenize", CMD_DETOKENIZE, "print the text of token ids"},
@@ -115,6 +117,21 @@ static void usage_main(FILE *f) {
 
 static void usage_command(command cmd, FILE *f) {
     switch (cmd) {
+    case CMD_CHAT:
+        fprintf(f, "usage: layerskip chat [options]\n\n"
+                   "Talks with the model through its chat template (the daemon's ChatStream): each line\n"
+                   "read from stdin is your next message; the answer streams to stdout and both join\n"
+                   "the conversation, which every request sends whole. On a terminal a \"> \" prompt is\n"
+                   "shown on stderr. Lines starting with / are commands:\n"
+                   "  /reset    forget the conversation (the --system message stays)\n"
+                   "  /stats    print statistics after each answer, or stop printing them\n"
+                   "  /exit     quit (so do Ctrl-D and Ctrl-C)\n\n"
+                   "      --system TEXT          a system message at the start of the conversation\n"
+                   "      --json [true|false]    for scripts: no prompt, one JSON object per answer on\n"
+                   "                             stdout (text, token_ids, finish_reason, stats)\n"
+                   "  -q, --quiet                no statistics, not even with /stats\n\n%s\n%s",
+                generation_help, connection_help);
+        break;
     case CMD_GENERATE:
         fprintf(f, "usage: layerskip generate [PROMPT | -] [options]\n\n"
                    "Streams the continuation of PROMPT to stdout as it is generated (PROMPT \"-\" or\n"
@@ -138,6 +155,8 @@ static void usage_command(command cmd, FILE *f) {
                    "the generation flags below are the defaults for fields a line leaves out.\n"
                    "Output, one line per id in completion order: {\"id\", \"text\", \"token_ids\",\n"
                    "\"finish_reason\", \"stats\"} or {\"id\", \"error\": {\"code\", \"message\"}}.\n"
+                   "A line may give \"messages\" ([{\"role\", \"content\"}, ...]) instead of \"prompt\": the\n"
+                   "conversation goes through the model's chat template (the daemon's Chat).\n"
                    "Resumable: an existing OUT is kept (a torn last line is cut), ids already in it are\n"
                    "skipped; rerun the same command after a crash or Ctrl-C. Lines without a usable id\n"
                    "and duplicate ids are reported on stderr with their line number.\n"
@@ -201,6 +220,8 @@ typedef struct cli {
     size_t n_stop_ids;
     /* output */
     bool json, quiet;
+    /* chat */
+    const char *system;
     /* batch */
     const char *input, *output;
     int concurrency;
@@ -222,7 +243,7 @@ enum {
     O_MAX_SESSIONS, O_STARTUP_TIMEOUT, O_MAX_STEPS, O_STRATEGY, O_EXIT_LAYER, O_NUM_SPEC, O_SAMPLE, O_TEMP, O_TOPK,
     O_TOPP, O_MINP, O_REP, O_STOP_WORDS, O_STOP_IDS, O_SEED, O_IGNORE_EOS, O_JSON, O_INPUT, O_OUTPUT, O_CONCURRENCY,
     O_NO_TOKEN_IDS, O_PROGRESS, O_PROGRESS_EVERY, O_ADD_BOS, O_PARSE_SPECIAL, O_RENDER_SPECIAL, O_SERVICE,
-    O_DRAFT_SOURCE, O_DRAFT_VOCAB, O_DRAFT_ADAPTER,
+    O_DRAFT_SOURCE, O_DRAFT_VOCAB, O_DRAFT_ADAPTER, O_SYSTEM,
 };
 
 /* Which commands accept each option (long options indexed by val). */
@@ -232,8 +253,9 @@ static command option_scope(int val) {
     case O_TOPP: case O_MINP: case O_REP: case O_STOP_WORDS: case O_STOP_IDS: case O_SEED: case O_IGNORE_EOS:
     case O_DRAFT_SOURCE: case O_DRAFT_VOCAB:
         return CMD_GEN;
-    case 'q': return CMD_GENERATE;
-    case O_JSON: return CMD_GENERATE | CMD_TOKENIZE | CMD_DETOKENIZE | CMD_INFO;
+    case 'q': return CMD_GENERATE | CMD_CHAT;
+    case O_JSON: return CMD_GENERATE | CMD_TOKENIZE | CMD_DETOKENIZE | CMD_INFO | CMD_CHAT;
+    case O_SYSTEM: return CMD_CHAT;
     case O_INPUT: case O_OUTPUT: case O_CONCURRENCY: case O_NO_TOKEN_IDS: case O_PROGRESS: case O_PROGRESS_EVERY:
         return CMD_BATCH;
     case O_ADD_BOS: case O_PARSE_SPECIAL: return CMD_TOKENIZE;
@@ -276,6 +298,7 @@ static const struct option long_options[] = {
     {"seed", required_argument, 0, O_SEED},
     {"ignore-eos", no_argument, 0, O_IGNORE_EOS},
     {"json", no_argument, 0, O_JSON},
+    {"system", required_argument, 0, O_SYSTEM},
     {"quiet", no_argument, 0, 'q'},
     {"input", required_argument, 0, O_INPUT},
     {"output", required_argument, 0, O_OUTPUT},
@@ -494,6 +517,7 @@ static int parse_args(int argc, char **argv, cli *c) {
         case O_IGNORE_EOS: c->gen.ignore_eos = optional_bool(argc, argv); break;
         case O_JSON: c->json = optional_bool(argc, argv); break;
         case 'q': c->quiet = true; break;
+        case O_SYSTEM: c->system = optarg; break;
         case O_INPUT: c->input = optarg; break;
         case O_OUTPUT: c->output = optarg; break;
         case O_CONCURRENCY:
@@ -556,7 +580,10 @@ static int parse_args(int argc, char **argv, cli *c) {
         break;
     case CMD_INFO:
     case CMD_HEALTH:
-        if (c->n_args > 0) return usage_error("unexpected argument '%s' for %s", c->args[0], argv[0]);
+    case CMD_CHAT:
+        if (c->n_args > 0)
+            return usage_error("unexpected argument '%s' for %s%s", c->args[0], argv[0],
+                               c->cmd == CMD_CHAT ? " (type your messages on stdin)" : "");
         break;
     }
     return -1;
@@ -735,6 +762,174 @@ static int cmd_generate(lsc_conn *conn, const cli *c, double timeout) {
     }
     if (s.stats) layerskip__v1__stats__free_unpacked(s.stats, NULL);
     free(prompt);
+    return rc;
+}
+
+/* ---- chat ---- */
+
+typedef struct chat_hist {
+    Layerskip__V1__ChatMessage *msgs;
+    Layerskip__V1__ChatMessage **ptrs;
+    size_t n, cap;
+} chat_hist;
+
+static bool hist_push(chat_hist *h, const char *role, const char *content) {
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        Layerskip__V1__ChatMessage *m = realloc(h->msgs, cap * sizeof *m);
+        if (!m) return false;
+        h->msgs = m;
+        Layerskip__V1__ChatMessage **p = realloc(h->ptrs, cap * sizeof *p);
+        if (!p) return false;
+        h->ptrs = p;
+        h->cap = cap;
+    }
+    char *r = strdup(role), *t = strdup(content);
+    if (!r || !t) {
+        free(r);
+        free(t);
+        return false;
+    }
+    Layerskip__V1__ChatMessage *m = &h->msgs[h->n];
+    layerskip__v1__chat_message__init(m);
+    m->role = r;
+    m->content = t;
+    h->n++;
+    for (size_t i = 0; i < h->n; i++) h->ptrs[i] = &h->msgs[i]; /* msgs may have moved */
+    return true;
+}
+
+static void hist_truncate(chat_hist *h, size_t n) {
+    while (h->n > n) {
+        h->n--;
+        free(h->msgs[h->n].role);
+        free(h->msgs[h->n].content);
+    }
+}
+
+typedef struct chat_turn {
+    stream_state s;
+    char *text;
+    size_t len, cap;
+    bool oom;
+} chat_turn;
+
+static bool on_chat_chunk(const ProtobufCMessage *m, void *user) {
+    chat_turn *t = user;
+    const Layerskip__V1__GenerateChunk *ch = (const Layerskip__V1__GenerateChunk *)m;
+    size_t n = ch->text ? strlen(ch->text) : 0;
+    if (t->len + n + 1 > t->cap) {
+        size_t cap = (t->len + n + 1) * 2;
+        char *q = realloc(t->text, cap);
+        if (!q) {
+            t->oom = true;
+            return false;
+        }
+        t->text = q;
+        t->cap = cap;
+    }
+    if (n) memcpy(t->text + t->len, ch->text, n);
+    t->len += n;
+    t->text[t->len] = 0;
+    return on_chunk(m, &t->s);
+}
+
+static int cmd_chat(lsc_conn *conn, const cli *c, double timeout, const atomic_int *interrupted) {
+    const bool tty = isatty(0) && !c->json;
+    bool stats = false;
+    chat_hist h = {0};
+    size_t base = 0;
+    int rc = 0;
+    if (c->system) {
+        if (!hist_push(&h, "system", c->system)) return 1;
+        base = 1;
+    }
+    if (tty)
+        fprintf(stderr, "layerskip chat with %s: type a message; /reset, /stats, /exit (or Ctrl-D)\n",
+                lsc_conn_target(conn));
+    char *line = NULL;
+    size_t line_cap = 0;
+    for (;;) {
+        if (tty) fputs("> ", stderr);
+        ssize_t n = getline(&line, &line_cap, stdin);
+        if (n < 0 || (interrupted && atomic_load(interrupted))) break;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        if (n == 0) continue;
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+        if (!strcmp(line, "/reset")) {
+            hist_truncate(&h, base);
+            if (tty) fprintf(stderr, "(conversation cleared)\n");
+            continue;
+        }
+        if (!strcmp(line, "/stats")) {
+            stats = !stats && !c->quiet;
+            if (tty) fprintf(stderr, "(statistics %s)\n", stats ? "on" : "off");
+            continue;
+        }
+        if (line[0] == '/' && line[1] != '/' && line[1] != ' ' && line[1] != 0) {
+            fprintf(stderr, "layerskip: unknown command %s (/reset, /stats, /exit; start a message with // "
+                    "to send a slash)\n", line);
+            continue;
+        }
+        if (!hist_push(&h, "user", line[0] == '/' && line[1] == '/' ? line + 1 : line)) {
+            rc = 1;
+            break;
+        }
+        Layerskip__V1__GenerateRequest opts;
+        Layerskip__V1__SamplingParams sp;
+        lsc_gen_request_fill(&c->gen, NULL, &opts, &sp);
+        opts.input_case = LAYERSKIP__V1__GENERATE_REQUEST__INPUT__NOT_SET;
+        Layerskip__V1__ChatRequest req = LAYERSKIP__V1__CHAT_REQUEST__INIT;
+        req.n_messages = h.n;
+        req.messages = h.ptrs;
+        req.options = &opts;
+        lsc_rpc_status st;
+        chat_turn t;
+        memset(&t, 0, sizeof t);
+        t.s.t0 = lsc_now();
+        if (c->json) {
+            ProtobufCMessage *resp = NULL;
+            if (lsc_call_unary(conn, "/layerskip.v1.LayerSkip/Chat", &req.base,
+                               &layerskip__v1__generate_response__descriptor, &resp, timeout, &st) == GRPC_STATUS_OK) {
+                const Layerskip__V1__GenerateResponse *r = (const Layerskip__V1__GenerateResponse *)resp;
+                cJSON *o = cJSON_CreateObject();
+                cJSON_AddStringToObject(o, "request_id", r->request_id ? r->request_id : "");
+                cJSON_AddStringToObject(o, "text", r->text ? r->text : "");
+                cJSON *a = cJSON_AddArrayToObject(o, "token_ids");
+                for (size_t i = 0; a && i < r->n_token_ids; i++)
+                    cJSON_AddItemToArray(a, cJSON_CreateNumber(r->token_ids[i]));
+                cJSON_AddStringToObject(o, "finish_reason", lsc_finish_reason_name(r->finish_reason));
+                cJSON_AddItemToObject(o, "stats", lsc_stats_to_json(r->stats));
+                print_json(o);
+                fflush(stdout);
+                t.text = strdup(r->text ? r->text : "");
+                protobuf_c_message_free_unpacked(resp, NULL);
+            }
+        } else {
+            lsc_call_stream(conn, "/layerskip.v1.LayerSkip/ChatStream", &req.base,
+                            &layerskip__v1__generate_chunk__descriptor, on_chat_chunk, &t, timeout, &st);
+            if (t.s.any_text && !t.s.ends_newline) putchar('\n');
+            fflush(stdout);
+        }
+        if (t.s.write_failed || t.oom || (st.code == GRPC_STATUS_OK && !t.text && c->json)) {
+            rc = 1;
+        } else if (st.code != GRPC_STATUS_OK) {
+            print_rpc_error(conn, &st);
+            rc = rpc_exit(&st);
+        } else if (!hist_push(&h, "assistant", t.text ? t.text : "")) {
+            rc = 1;
+        } else if (stats && !c->json) {
+            lsc_stats_print(stderr, t.s.stats, t.s.reason, (lsc_now() - t.s.t0) * 1000.0);
+        }
+        if (t.s.stats) layerskip__v1__stats__free_unpacked(t.s.stats, NULL);
+        free(t.text);
+        if (rc != 0) break;
+    }
+    free(line);
+    hist_truncate(&h, 0);
+    free(h.msgs);
+    free(h.ptrs);
+    if (interrupted && atomic_load(interrupted)) return EXIT_INTERRUPTED;
     return rc;
 }
 
@@ -1034,6 +1229,7 @@ int main(int argc, char **argv) {
     double timeout = c.has_timeout ? c.timeout_s : (c.cmd & CMD_GEN) ? 0 : 10;
     switch (c.cmd) {
     case CMD_GENERATE: rc = cmd_generate(conn, &c, timeout); break;
+    case CMD_CHAT: rc = cmd_chat(conn, &c, timeout, &sig.interrupted); break;
     case CMD_BATCH: rc = cmd_batch(conn, &c, timeout, &sig.interrupted); break;
     case CMD_TOKENIZE: rc = cmd_tokenize(conn, &c, timeout); break;
     case CMD_DETOKENIZE: rc = cmd_detokenize(conn, &c, timeout); break;
