@@ -133,4 +133,20 @@ echo "ok: batch results match single generate calls for 4 ids"
 [ "$(lines)" -eq "$n" ] || fail "rerun of a finished job changed the output"
 grep -q "$n skipped" "$tmp/b4.err" || fail "rerun of a finished job did not skip all $n: $(cat "$tmp/b4.err")"
 echo "ok: rerun of the finished job skipped all $n lines"
+# 8. layerskip chat: history across turns, /reset, --json, and a batch line with messages equals Chat
+got=$(printf 'What is the capital of France?\nAnd of Italy?\n/reset\nAnd of Italy?\n' |
+      "$cli" chat --system "You are a helpful assistant." --max-steps 24 "${server[@]}" 2>"$tmp/chat.err") ||
+  fail "chat failed: $(cat "$tmp/chat.err")"
+[ "$(printf '%s\n' "$got" | sed -n 1p)" = "The capital of France is Paris." ] || fail "chat turn 1: $got"
+printf '%s\n' "$got" | sed -n 2p | grep -q "Rome" || fail "chat turn 2 (with history) has no Rome: $got"
+[ "$(printf '%s\n' "$got" | wc -l)" -eq 3 ] || fail "chat: expected 3 answers, got: $got"
+j=$(printf 'What is the capital of France?\n' |
+    "$cli" chat --json --system "You are a helpful assistant." --max-steps 24 "${server[@]}") || fail "chat --json"
+t=$(printf '%s' "$j" | $py -c 'import json,sys; o=json.load(sys.stdin); print(o["text"], o["finish_reason"])')
+[ "$t" = "The capital of France is Paris. eos" ] || fail "chat --json: $j"
+printf '%s\n' '{"id":"m1","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"What is the capital of France?"}],"max_tokens":24}' >"$tmp/chat.jsonl"
+"$cli" batch --input "$tmp/chat.jsonl" --output "$tmp/chat.out" "${server[@]}" 2>/dev/null || fail "batch with messages"
+t=$($py -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["text"])' "$tmp/chat.out")
+[ "$t" = "The capital of France is Paris." ] || fail "batch messages line: $t"
+echo "ok: chat keeps history and resets; chat --json and a batch messages line give the Chat answer"
 echo "PASS: test_batch_resume"

@@ -229,6 +229,20 @@ static void test_parse_ok(void) {
     lsc_batch_item_free(&it);
 }
 
+static void test_parse_messages(void) {
+    lsc_batch_item it;
+    lsc_err err = {{0}};
+    CHECK(parse("{\"id\":\"c1\",\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                "{\"role\":\"user\",\"content\":\"Hi \\u00e9\"}],\"max_tokens\":4}", &it, &err) == LSC_OK);
+    CHECK(it.prompt == NULL);
+    CHECK_EQ_INT(it.n_messages, 2);
+    CHECK_EQ_STR(it.messages[0].role, "system");
+    CHECK_EQ_STR(it.messages[1].content, "Hi \xc3\xa9");
+    CHECK(it.message_ptrs[1] == &it.messages[1]);
+    CHECK_EQ_INT(it.params.max_tokens, 4);
+    lsc_batch_item_free(&it);
+}
+
 static void test_parse_errors(void) {
     static const struct {
         const char *line;
@@ -240,7 +254,11 @@ static void test_parse_errors(void) {
         {"{\"prompt\":\"p\"}", false, "\"id\" is missing"},
         {"{\"id\":\"\",\"prompt\":\"p\"}", false, "non-empty string or a number"},
         {"{\"id\":[1],\"prompt\":\"p\"}", false, "non-empty string or a number"},
-        {"{\"id\":1}", true, "\"prompt\" is missing"},
+        {"{\"id\":1}", true, "\"prompt\" (or \"messages\") is missing"},
+        {"{\"id\":1,\"messages\":[]}", true, "non-empty array"},
+        {"{\"id\":1,\"messages\":[{\"role\":\"user\"}]}", true, "\"messages\"[0] must be"},
+        {"{\"id\":1,\"messages\":[{\"role\":\"user\",\"content\":\"a\"},3]}", true, "\"messages\"[1] must be"},
+        {"{\"id\":1,\"prompt\":\"p\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}", true, "not both"},
         {"{\"id\":1,\"prompt\":5}", true, "\"prompt\" must be a string"},
         {"{\"id\":1,\"prompt\":\"p\",\"max_tokens\":1.5}", true, "\"max_tokens\""},
         {"{\"id\":1,\"prompt\":\"p\",\"max_tokens\":-1}", true, "\"max_tokens\""},
@@ -374,6 +392,7 @@ int main(void) {
     test_idset();
     test_resume();
     test_parse_ok();
+    test_parse_messages();
     test_parse_errors();
     test_output_lines();
     char cmd[600];
