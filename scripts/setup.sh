@@ -142,6 +142,12 @@ for _ in $(seq 300); do
   sleep 0.2
 done
 ./build/client/layerskip info --server "unix:$sock_dir/layerskipd.sock" | grep '^stage'
+# a question through the chat path: the model's own chat template (from its GGUF) renders the
+# conversation, the answer ends at the assistant's end-of-turn token
+echo "== > What is the capital of France?"
+echo "What is the capital of France?" | ./build/client/layerskip chat --server "unix:$sock_dir/layerskipd.sock" \
+  --system "You are a helpful assistant." --max-steps 48 --generation-strategy self_speculative \
+  --num-speculations auto
 ./build/client/layerskip generate --server "unix:$sock_dir/layerskipd.sock" --max-steps 48 \
   --generation-strategy self_speculative --num-speculations auto \
   "The three most useful things to know about the C programming language are"
