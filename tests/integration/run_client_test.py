@@ -203,16 +203,37 @@ def reference_generate(address, token, max_tokens):
             raise TestFailure(f"the harness's own Generate failed: {e.code().name}: {e.details()}")
 
 
+def reference_chat(address, token):
+    """the harness's own Chat of the question the examples ask"""
+    import grpc
+    from layerskip.v1 import layerskip_pb2 as pb, layerskip_pb2_grpc as pb_grpc
+    md = [("authorization", "Bearer " + token)] if token else None
+    req = pb.ChatRequest(messages=[pb.ChatMessage(role="system", content="You are a helpful assistant."),
+                                   pb.ChatMessage(role="user", content="What is the capital of France?")],
+                         options=pb.GenerateRequest(max_tokens=24))
+    with grpc.insecure_channel(address) as channel:
+        try:
+            r = pb_grpc.LayerSkipStub(channel).Chat(req, metadata=md, timeout=CLIENT_TIMEOUT_S)
+        except grpc.RpcError as e:
+            raise TestFailure(f"the harness's own Chat failed: {e.code().name}: {e.details()}")
+    if not r.text:
+        raise TestFailure("the reference Chat returned empty text")
+    return r
+
+
 def check_example(cmd, address, token):
     full = cmd + ["--server", address] + (["--token", token] if token else [])
     out = run(full, CLIENT_TIMEOUT_S).stdout
     ref = reference_generate(address, token, 16)
     if not ref.text:
         raise TestFailure("the reference Generate returned empty text for a 16-token greedy request")
+    ref_chat = reference_chat(address, token)
     for needle, why in ((f"stream: {ref.text}\n", "the streamed text (same greedy request)"),
                         ("model: ", "the GetModelInfo line"),
                         (f"generated_tokens={ref.stats.generated_tokens} ", "the final stats"),
-                        ("ok: streamed text equals unary text", "the example's own check")):
+                        ("ok: streamed text equals unary text", "the example's own check"),
+                        (f"chat stream: {ref_chat.text}\n", "the ChatStream answer (same greedy conversation)"),
+                        ("ok: chat stream equals unary chat", "the example's own Chat check")):
         if needle not in out:
             raise TestFailure(f"client output lacks {why}: expected {needle!r}")
     if token:
@@ -236,7 +257,8 @@ def check_grpcurl(grpcurl, address, token):
         if svc not in listed:
             raise TestFailure(f"`grpcurl list` (server reflection) lacks {svc}: {listed}")
     described = run(base + [target, "describe", "layerskip.v1.LayerSkip"], 60).stdout
-    for rpc in ("rpc Generate ", "rpc GenerateStream ", "stream .layerskip.v1.GenerateChunk", "rpc GetModelInfo "):
+    for rpc in ("rpc Generate ", "rpc GenerateStream ", "stream .layerskip.v1.GenerateChunk", "rpc GetModelInfo ",
+                "rpc Chat ( .layerskip.v1.ChatRequest )", "rpc ChatStream "):
         if rpc not in described:
             raise TestFailure(f"`grpcurl describe layerskip.v1.LayerSkip` lacks {rpc!r}")
     msg = run(base + [target, "describe", "layerskip.v1.GenerateRequest"], 60).stdout

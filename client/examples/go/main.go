@@ -105,5 +105,42 @@ func run(server, token, prompt string) error {
 		return fmt.Errorf("streamed text %q differs from unary text %q for the same greedy request", streamed.String(), unary.GetText())
 	}
 	fmt.Println("ok: streamed text equals unary text")
+	return chat(ctx, client)
+}
+
+// chat asks a question through the model's chat template: Chat, then the same as ChatStream.
+func chat(ctx context.Context, client pb.LayerSkipClient) error {
+	req := &pb.ChatRequest{
+		Messages: []*pb.ChatMessage{
+			{Role: "system", Content: "You are a helpful assistant."},
+			{Role: "user", Content: "What is the capital of France?"},
+		},
+		Options: &pb.GenerateRequest{MaxTokens: 24},
+	}
+	unary, err := client.Chat(ctx, req)
+	if err != nil {
+		return fmt.Errorf("Chat: %w", err)
+	}
+	fmt.Printf("chat:   %q\n", unary.GetText())
+	stream, err := client.ChatStream(ctx, req)
+	if err != nil {
+		return fmt.Errorf("ChatStream: %w", err)
+	}
+	var streamed strings.Builder
+	for {
+		chunk, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("ChatStream: %w", err)
+		}
+		streamed.WriteString(chunk.GetText())
+	}
+	fmt.Printf("chat stream: %s\n", streamed.String())
+	if streamed.String() != unary.GetText() {
+		return fmt.Errorf("ChatStream text %q differs from Chat text %q", streamed.String(), unary.GetText())
+	}
+	fmt.Println("ok: chat stream equals unary chat")
 	return nil
 }

@@ -68,6 +68,22 @@ async function main() {
       + `${JSON.stringify(unary.text)} for the same greedy request`);
   }
   console.log('ok: streamed text equals unary text');
+
+  // a question through the model's chat template: Chat, then the same as ChatStream
+  const chat = {
+    messages: [{ role: 'system', content: 'You are a helpful assistant.' },
+      { role: 'user', content: 'What is the capital of France?' }],
+    options: { max_tokens: 24 },
+  };
+  const answer = await unaryCall('Chat', chat);
+  console.log(`chat:   ${JSON.stringify(answer.text)}`);
+  let chatStreamed = '';
+  for await (const chunk of client.ChatStream(chat, metadata, options())) chatStreamed += chunk.text;
+  console.log(`chat stream: ${chatStreamed}`);
+  if (chatStreamed !== answer.text) {
+    throw new Error(`ChatStream text ${JSON.stringify(chatStreamed)} differs from Chat text ${JSON.stringify(answer.text)}`);
+  }
+  console.log('ok: chat stream equals unary chat');
 }
 
 main()

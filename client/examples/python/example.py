@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Call layerskipd from Python (grpcio): GetModelInfo, a greedy unary Generate,
 then the same request as GenerateStream, printing the text as it arrives and
-the final stats. Exits non-zero when the streamed text differs from the unary
+the final stats, then a question through the model's chat template (Chat and
+ChatStream). Exits non-zero when the streamed text differs from the unary
 text (greedy decoding must give the same tokens) or the last chunk lacks
 finish_reason/stats. The layerskip.v1 stubs must be on PYTHONPATH: see
 ../README.md."""
@@ -49,6 +50,24 @@ def run(server, token, prompt):
         raise SystemExit(f"error: streamed text {''.join(streamed)!r} differs from unary text "
                          f"{unary.text!r} for the same greedy request")
     print("ok: streamed text equals unary text")
+    chat(server, metadata)
+
+
+def chat(server, metadata):
+    """a conversation through the model's chat template: Chat, then the same as ChatStream"""
+    request = pb.ChatRequest(
+        messages=[pb.ChatMessage(role="system", content="You are a helpful assistant."),
+                  pb.ChatMessage(role="user", content="What is the capital of France?")],
+        options=pb.GenerateRequest(max_tokens=24))
+    with grpc.insecure_channel(server) as channel:
+        stub = pb_grpc.LayerSkipStub(channel)
+        unary = stub.Chat(request, metadata=metadata, timeout=TIMEOUT_S)
+        print(f"chat:   {unary.text!r}")
+        streamed = "".join(c.text for c in stub.ChatStream(request, metadata=metadata, timeout=TIMEOUT_S))
+    print(f"chat stream: {streamed}")
+    if streamed != unary.text:
+        raise SystemExit(f"error: ChatStream text {streamed!r} differs from Chat text {unary.text!r}")
+    print("ok: chat stream equals unary chat")
 
 
 def main():
