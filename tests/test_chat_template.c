@@ -185,6 +185,8 @@ static void test_filters_and_tests(void) {
            "['user'] 1");
     expect("{{ messages | rejectattr('role', 'eq', 'user') | list }} {{ [1, 2, 3] | select('odd') | list }}",
            "[] [1, 3]");
+    expect("{{ [{'k': 1, 'n': 'a'}, {'k': 0, 'n': 'b'}, {'k': 1, 'n': 'c'}] | sort(attribute='k', reverse=true) | map(attribute='n') | join }}"
+           " {{ ['b', 'A', 'a'] | sort }} {{ ['b', 'A', 'a'] | sort(case_sensitive=true) }}", "acb ['A', 'a', 'b'] ['A', 'a', 'b']");
     expect("{{ {'b': 1, 'a': 2} | dictsort }} {{ {'b': 1} | items | list }} {{ 'a-b'.replace('-', '+') }}",
            "[('a', 2), ('b', 1)] [('b', 1)] a+b");
     expect("{{ 'a\\nb\\n' | indent(2) }}|{{ 'a\\nb' | indent(2, true) }}", "a\n  b\n|  a\n  b");

@@ -2329,20 +2329,30 @@ static val attr_path(rctx *c, val x, str path) { /* "a.b" */
     return x;
 }
 
-static int sort_cmp_ctx_case;
-static rctx *sort_ctx;
-static str sort_attr;
-static int sort_cmp(const void *pa, const void *pb) {
-    val a = *(const val *)pa, b = *(const val *)pb;
-    if (sort_attr.n) {
-        a = attr_path(sort_ctx, a, sort_attr);
-        b = attr_path(sort_ctx, b, sort_attr);
+/* order of a and b for sort/dictsort: by attribute path attr (if any),
+ * strings case-insensitively unless case_sensitive */
+static int sort_cmp(rctx *c, val a, val b, str attr, bool case_sensitive) {
+    if (attr.n) {
+        a = attr_path(c, a, attr);
+        b = attr_path(c, b, attr);
     }
-    if (!sort_cmp_ctx_case && a.t == V_STR && b.t == V_STR) {
-        a.s = case_map(sort_ctx, a.s, 0);
-        b.s = case_map(sort_ctx, b.s, 0);
+    if (!case_sensitive && a.t == V_STR && b.t == V_STR) {
+        a.s = case_map(c, a.s, 0);
+        b.s = case_map(c, b.s, 0);
     }
-    return compare(sort_ctx, &a, &b, "<");
+    return compare(c, &a, &b, "<");
+}
+
+/* a stable sort, as Python's (insertion sort: templates sort a few items);
+ * no globals: templates render on many threads at once */
+static void sort_vals(rctx *c, val *v, int n, str attr, bool case_sensitive, bool reverse) {
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && sort_cmp(c, v[j - 1], v[j], attr, case_sensitive) * (reverse ? -1 : 1) > 0; j--) {
+            step(c);
+            val t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
 }
 
 static vlist *copy_list(rctx *c, vlist *src) {
@@ -2444,29 +2454,16 @@ static val apply_filter(rctx *c, str name, val x, const args *a) {
         vmethod m = {.recv = x, .name = {"items", 5}};
         args none = {0};
         val l = call_method(c, &m, &none);
-        if (FILT("dictsort")) {
-            sort_ctx = c;
-            sort_attr = (str){"0", 1};
-            sort_cmp_ctx_case = arg_bool(a, 0, "case_sensitive", false);
-            qsort(l.l->items, (size_t)l.l->n, sizeof(val), sort_cmp);
-            sort_attr = (str){0};
-        }
+        if (FILT("dictsort"))
+            sort_vals(c, l.l->items, l.l->n, (str){"0", 1}, arg_bool(a, 0, "case_sensitive", false),
+                      arg_bool(a, 2, "reverse", false));
         return l;
     }
     if (FILT("sort")) {
         vlist *l = copy_list(c, iter_items(c, &x));
-        sort_ctx = c;
         val *at = arg(a, 2, "attribute");
-        sort_attr = at && at->t == V_STR ? at->s : (str){0};
-        sort_cmp_ctx_case = arg_bool(a, 1, "case_sensitive", false);
-        /* a stable sort, as Python's: insertion sort over what templates hold */
-        for (int i = 1; i < l->n; i++)
-            for (int j = i; j > 0 && sort_cmp(&l->items[j - 1], &l->items[j]) > 0; j--) {
-                val t = l->items[j]; l->items[j] = l->items[j - 1]; l->items[j - 1] = t;
-            }
-        if (arg_bool(a, 0, "reverse", false))
-            for (int i = 0, j = l->n - 1; i < j; i++, j--) { val t = l->items[i]; l->items[i] = l->items[j]; l->items[j] = t; }
-        sort_attr = (str){0};
+        sort_vals(c, l->items, l->n, at && at->t == V_STR ? at->s : (str){0}, arg_bool(a, 1, "case_sensitive", false),
+                  arg_bool(a, 0, "reverse", false));
         return vlistv(l);
     }
     if (FILT("unique")) {
