@@ -38,7 +38,7 @@ trap 'exit 143' TERM INT HUP
 
 if [ -e "$root" ]; then
   # a root left by an interrupted run: nothing may still be mounted under it
-  if grep -q " $root/" /proc/mounts; then
+  if grep -q " $root[/ ]" /proc/mounts; then
     echo "error: $root has mounts under it (an earlier run still going?)" >&2; exit 1; fi
   rm -rf --one-file-system "$root"
 fi
@@ -63,6 +63,9 @@ fi
 [ -f /etc/pip.conf ] && cp /etc/pip.conf "$root/etc/pip.conf"
 mkdir -p "$root/etc/ssl/certs"
 [ -f /etc/ssl/certs/ca-certificates.crt ] && cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/"
+# "/" is a mount point on a real machine, and `ip netns exec` (the cluster
+# tests) needs that: it makes / a slave mount in its own mount namespace
+mount --bind "$root" "$root"; mounted+=("$root")
 mount -t proc proc "$root/proc"; mounted+=("$root/proc")
 mount -t sysfs sys "$root/sys"; mounted+=("$root/sys")
 # the host's /dev with its pts and shm (OpenMPI's shared memory), kept from
