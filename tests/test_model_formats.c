@@ -121,6 +121,18 @@ static void check_model(const char *label, rm_spec spec, bool with_hf, double to
         CHECK(d_href <= tol_ref * scale);
         free(lh);
         ls_model_free(mh);
+        /* the chat template of a Hugging Face directory: chat_template.jinja */
+        char tpath[1200];
+        snprintf(tpath, sizeof tpath, "%s/chat_template.jinja", hdir);
+        FILE *tf = fopen(tpath, "w");
+        REQUIRE(tf != NULL);
+        fputs("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}", tf);
+        fclose(tf);
+        REQUIRE(ls_model_load(hdir, &mh, &err) == LS_OK);
+        CHECK(ls_model_chat_template(mh) &&
+              !strcmp(ls_model_chat_template(mh), "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"));
+        ls_model_free(mh);
+        remove(tpath);
     }
     free(ref);
     free(lg);

@@ -872,29 +872,21 @@ static expr *parse_not(parser *p) {
     return parse_compare(p);
 }
 
-static expr *parse_and(parser *p) {
-    expr *e = parse_not(p);
-    while (is_name(peek(p), "and")) {
+/* sub (word sub)*, left-associative nodes of kind k: "and" over "not", "or" over "and" */
+static expr *parse_chain(parser *p, int k, const char *word, expr *(*sub)(parser *)) {
+    expr *e = sub(p);
+    while (is_name(peek(p), word)) {
         int line = next_tok(p)->line;
-        expr *x = mk(p, E_AND, line);
+        expr *x = mk(p, k, line);
         x->a = e;
-        x->b = parse_not(p);
+        x->b = sub(p);
         e = x;
     }
     return e;
 }
 
-static expr *parse_or(parser *p) {
-    expr *e = parse_and(p);
-    while (is_name(peek(p), "or")) {
-        int line = next_tok(p)->line;
-        expr *x = mk(p, E_OR, line);
-        x->a = e;
-        x->b = parse_and(p);
-        e = x;
-    }
-    return e;
-}
+static expr *parse_and(parser *p) { return parse_chain(p, E_AND, "and", parse_not); }
+static expr *parse_or(parser *p) { return parse_chain(p, E_OR, "or", parse_and); }
 
 static expr *parse_expr(parser *p) {
     if (++p->depth > MAX_DEPTH) perr(p, LS_ERR_UNSUPPORTED, peek(p)->line, "expression nested deeper than %d", MAX_DEPTH);

@@ -4,6 +4,7 @@
  * tensor's type and shape is checked before use, so a bad file ends here
  * with a message naming the file and the tensor or key at fault. */
 #include "model_internal.h"
+#include "tokenizer_internal.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -370,33 +371,17 @@ static ls_status load_hf_chat_template(ls_model *m, const char *dir, ls_err *err
     char path[4200];
     snprintf(path, sizeof path, "%s/chat_template.jinja", dir);
     size_t len = 0;
-    char *text = NULL;
-    FILE *f = fopen(path, "rb");
-    if (f) {
-        if (fseek(f, 0, SEEK_END) == 0) {
-            long n = ftell(f);
-            if (n >= 0 && n < (16l << 20) && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1))) {
-                len = fread(text, 1, (size_t)n, f);
-                text[len] = 0;
-            }
-        }
-        fclose(f);
-        if (!text) return ls_err_set(err, LS_ERR_IO, "%s: cannot read it (or larger than 16 MiB)", path);
+    ls_status st;
+    ls_err rerr = {{0}}; /* a missing file is no error: err stays untouched */
+    char *text = ls_read_all(path, &len, &st, &rerr);
+    if (text) {
         m->chat_template = text;
         return LS_OK;
     }
+    if (st != LS_ERR_MISSING) return ls_err_set(err, st, "%s", rerr.msg);
     snprintf(path, sizeof path, "%s/tokenizer_config.json", dir);
-    f = fopen(path, "rb");
-    if (!f) return LS_OK; /* optional */
-    if (fseek(f, 0, SEEK_END) == 0) {
-        long n = ftell(f);
-        if (n >= 0 && n < (64l << 20) && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)n + 1))) {
-            len = fread(text, 1, (size_t)n, f);
-            text[len] = 0;
-        }
-    }
-    fclose(f);
-    if (!text) return ls_err_set(err, LS_ERR_IO, "%s: cannot read it", path);
+    if (!(text = ls_read_all(path, &len, &st, &rerr))) /* optional */
+        return st == LS_ERR_MISSING ? LS_OK : ls_err_set(err, st, "%s", rerr.msg);
     cJSON *root = cJSON_ParseWithLength(text, len);
     free(text);
     if (!root) return LS_OK; /* the tokenizer loader reports a malformed file */
@@ -410,7 +395,7 @@ static ls_status load_hf_chat_template(ls_model *m, const char *dir, ls_err *err
             if (cJSON_IsString(nm) && cJSON_IsString(tt) && strcmp(nm->valuestring, "default") == 0) tpl = tt->valuestring;
         }
     }
-    ls_status st = LS_OK;
+    st = LS_OK;
     if (tpl && *tpl && !(m->chat_template = strdup(tpl)))
         st = ls_err_set(err, LS_ERR_NOMEM, "%s: out of memory for the chat template", path);
     cJSON_Delete(root);

@@ -124,4 +124,8 @@ extern const char *const tok_regex_gpt2;
 extern const char *const tok_regex_llama3;
 extern const char *const tok_regex_llama3_hf;
 
+/* a whole file, NUL-terminated (*len bytes before the NUL); NULL with
+ * *st = LS_ERR_MISSING when it does not exist, else the error in err */
+char *ls_read_all(const char *path, size_t *len, ls_status *st, ls_err *err);
+
 #endif

@@ -577,8 +577,7 @@ ls_status ls_tokenizer_from_json(const char *json, size_t len, const char *name,
     return s;
 }
 
-/* whole file; NULL with *st = LS_ERR_MISSING when it does not exist */
-static char *read_all(const char *path, size_t *len, ls_status *st, ls_err *err) {
+char *ls_read_all(const char *path, size_t *len, ls_status *st, ls_err *err) {
     FILE *f = fopen(path, "rb");
     if (!f) {
         *st = errno == ENOENT ? LS_ERR_MISSING : LS_ERR_IO;
@@ -604,6 +603,7 @@ static char *read_all(const char *path, size_t *len, ls_status *st, ls_err *err)
         ls_err_set(err, *st, "%s: cannot read", path);
         return NULL;
     }
+    buf[n] = 0; /* n < cap: the loop ends on a short read */
     *len = n;
     *st = LS_OK;
     return buf;
@@ -612,7 +612,7 @@ static char *read_all(const char *path, size_t *len, ls_status *st, ls_err *err)
 static ls_status read_config(const char *path, hf_extra *ex, bool generation, ls_err *err) {
     size_t len;
     ls_status s;
-    char *text = read_all(path, &len, &s, err);
+    char *text = ls_read_all(path, &len, &s, err);
     if (s == LS_ERR_MISSING) return LS_OK; /* optional */
     if (s != LS_OK) return s;
     cJSON *root;
@@ -671,7 +671,7 @@ ls_status ls_tokenizer_from_hf_dir(const char *dir, ls_tokenizer **out, ls_err *
     ex.tc_name = tc;
     ex.gc_name = gc;
     size_t len;
-    text = read_all(tj, &len, &s, err);
+    text = ls_read_all(tj, &len, &s, err);
     if (s == LS_ERR_MISSING) {
         s = ls_err_set(err, LS_ERR_MISSING, "%s: missing (a Hugging Face model directory needs tokenizer.json)", tj);
         goto done;
