@@ -539,6 +539,14 @@ static void parse_args(parser *p, expr *e) {
     e->nargs = ev.n;
 }
 
+/* e(args): the '(' is next */
+static expr *parse_call(parser *p, expr *e) {
+    expr *x = mk(p, E_CALL, next_tok(p)->line);
+    x->a = e;
+    parse_args(p, x);
+    return x;
+}
+
 static expr *parse_postfix(parser *p, expr *e) {
     for (;;) {
         tok *t = peek(p);
@@ -584,11 +592,7 @@ static expr *parse_postfix(parser *p, expr *e) {
             if (!slice && !x->b) perr(p, LS_ERR_FORMAT, t->line, "an empty subscript []");
             e = x;
         } else if (is_op(t, "(")) {
-            next_tok(p);
-            expr *x = mk(p, E_CALL, t->line);
-            x->a = e;
-            parse_args(p, x);
-            e = x;
+            e = parse_call(p, e);
         } else {
             return e;
         }
@@ -613,9 +617,8 @@ static expr *parse_filters(parser *p, expr *e) {
             expr *x = mk(p, E_FILTER, t->line);
             x->a = e;
             x->s = expect_name(p);
-            while (is_op(peek(p), ".")) { /* dotted filter names are not used by templates */
+            if (is_op(peek(p), ".")) /* dotted filter names are not used by templates */
                 perr(p, LS_ERR_UNSUPPORTED, t->line, "dotted filter names are not supported");
-            }
             if (is_op(peek(p), "(")) {
                 next_tok(p);
                 parse_args(p, x);
@@ -638,9 +641,7 @@ static expr *parse_filters(parser *p, expr *e) {
                 char b[64];
                 perr(p, LS_ERR_FORMAT, n->line, "expected a test name after 'is', found %s", tok_desc(n, b, sizeof b));
             }
-            if (is_name(peek(p), "none") || is_name(peek(p), "true") || is_name(peek(p), "false")) {
-                /* "x is none" is the test none, "x is sameas none" has an argument: handled below */
-            }
+            /* "x is none" is the test none; "x is sameas none" has an argument */
             if (is_op(peek(p), "(")) {
                 next_tok(p);
                 parse_args(p, x);
@@ -654,11 +655,7 @@ static expr *parse_filters(parser *p, expr *e) {
             }
             e = x;
         } else if (is_op(t, "(")) {
-            next_tok(p);
-            expr *x = mk(p, E_CALL, t->line);
-            x->a = e;
-            parse_args(p, x);
-            e = x;
+            e = parse_call(p, e);
         } else {
             return e;
         }
@@ -1461,14 +1458,25 @@ static void out_repr(rctx *c, const val *v) {
     c->depth--;
 }
 
+/* output capture: what is written between the two becomes a string (in the arena) */
+static outbuf *capture_begin(rctx *c, outbuf *tmp) {
+    *tmp = (outbuf){0};
+    outbuf *saved = c->out;
+    c->out = tmp;
+    return saved;
+}
+
+static str capture_end(rctx *c, outbuf *tmp, outbuf *saved) {
+    c->out = saved;
+    return (str){tmp->p ? tmp->p : "", tmp->n};
+}
+
 /* a value as a string (Python's str), in the arena */
 static str to_str(rctx *c, const val *v) {
     if (v->t == V_STR) return v->s;
-    outbuf tmp = {0}, *saved = c->out;
-    c->out = &tmp;
+    outbuf tmp, *saved = capture_begin(c, &tmp);
     out_val(c, v);
-    c->out = saved;
-    return (str){tmp.p ? tmp.p : "", tmp.n};
+    return capture_end(c, &tmp, saved);
 }
 
 /* ---- HF's tojson: json.dumps(x, ensure_ascii=False, indent=..., separators=..., sort_keys=...) ---- */
@@ -2029,8 +2037,7 @@ static str case_map(rctx *c, str s, int mode) { /* 0 lower, 1 upper, 2 capitaliz
 }
 
 static val str_replace(rctx *c, str s, str old, str new_, long long count) {
-    outbuf tmp = {0}, *saved = c->out;
-    c->out = &tmp;
+    outbuf tmp, *saved = capture_begin(c, &tmp);
     size_t i = 0;
     long long done = 0;
     if (!old.n) { /* Python inserts new between every character */
@@ -2053,8 +2060,7 @@ static val str_replace(rctx *c, str s, str old, str new_, long long count) {
             }
         }
     }
-    c->out = saved;
-    return vstr((str){tmp.p ? tmp.p : "", tmp.n});
+    return vstr(capture_end(c, &tmp, saved));
 }
 
 static val vlistv(vlist *l) { return (val){.t = V_LIST, .l = l}; }
@@ -2108,14 +2114,12 @@ static bool starts_ends(rctx *c, str s, const val *x, bool end) {
 }
 
 static val join(rctx *c, vlist *l, str sep) {
-    outbuf tmp = {0}, *saved = c->out;
-    c->out = &tmp;
+    outbuf tmp, *saved = capture_begin(c, &tmp);
     for (int i = 0; i < l->n; i++) {
         if (i) out_put(c, sep.p, sep.n);
         out_val(c, &l->items[i]);
     }
-    c->out = saved;
-    return vstr((str){tmp.p ? tmp.p : "", tmp.n});
+    return vstr(capture_end(c, &tmp, saved));
 }
 
 static val call_method(rctx *c, vmethod *m, const args *a) {
@@ -2200,8 +2204,7 @@ static val call_method(rctx *c, vmethod *m, const args *a) {
         return join(c, iter_items(c, x), s);
     }
     if (str_eq(name, "format")) { /* "{}", "{0}", "{name}", "{{", "}}"; no format specs */
-        outbuf tmp = {0}, *saved = c->out;
-        c->out = &tmp;
+        outbuf tmp, *saved = capture_begin(c, &tmp);
         int next = 0;
         for (size_t i = 0; i < s.n; i++) {
             char ch = s.p[i];
@@ -2236,8 +2239,7 @@ static val call_method(rctx *c, vmethod *m, const args *a) {
             out_val(c, v);
             i = j;
         }
-        c->out = saved;
-        return vstr((str){tmp.p ? tmp.p : "", tmp.n});
+        return vstr(capture_end(c, &tmp, saved));
     }
     rerr(c, LS_ERR_UNSUPPORTED, "the method %.*s is not supported", (int)name.n, name.p);
 }
@@ -2386,11 +2388,9 @@ static val apply_filter(rctx *c, str name, val x, const args *a) {
         }
         o.sort_keys = arg_bool(a, 2, "sort_keys", false);
         if (x.t == V_UNDEF) undefined_err(c, &x);
-        outbuf tmp = {0}, *saved = c->out;
-        c->out = &tmp;
+        outbuf tmp, *saved = capture_begin(c, &tmp);
         json_val(c, &x, &o, 0);
-        c->out = saved;
-        return vstr((str){tmp.p ? tmp.p : "", tmp.n});
+        return vstr(capture_end(c, &tmp, saved));
     }
     if (x.t == V_UNDEF && !FILT("list") && !FILT("join") && !FILT("first") && !FILT("last") && !FILT("trim") &&
         !FILT("upper") && !FILT("lower") && !FILT("items") && !FILT("map") && !FILT("select") && !FILT("reject") &&
@@ -2589,8 +2589,7 @@ static val apply_filter(rctx *c, str name, val x, const args *a) {
             pad = (str){padbuf, (size_t)width};
         }
         bool first = arg_bool(a, 1, "first", false), blank = arg_bool(a, 2, "blank", false);
-        outbuf tmp = {0}, *saved = c->out;
-        c->out = &tmp;
+        outbuf tmp, *saved = capture_begin(c, &tmp);
         size_t b = 0;
         bool line0 = true;
         for (size_t i = 0; i <= s.n; i++) {
@@ -2603,13 +2602,11 @@ static val apply_filter(rctx *c, str name, val x, const args *a) {
                 line0 = false;
             }
         }
-        c->out = saved;
-        return vstr((str){tmp.p ? tmp.p : "", tmp.n});
+        return vstr(capture_end(c, &tmp, saved));
     }
     if (FILT("escape") || FILT("e")) {
         str s = to_str(c, &x);
-        outbuf tmp = {0}, *saved = c->out;
-        c->out = &tmp;
+        outbuf tmp, *saved = capture_begin(c, &tmp);
         for (size_t i = 0; i < s.n; i++) {
             switch (s.p[i]) {
             case '&': out_s(c, "&amp;"); break;
@@ -2620,8 +2617,7 @@ static val apply_filter(rctx *c, str name, val x, const args *a) {
             default: out_put(c, s.p + i, 1);
             }
         }
-        c->out = saved;
-        return vstr((str){tmp.p ? tmp.p : "", tmp.n});
+        return vstr(capture_end(c, &tmp, saved));
     }
     if (FILT("wordcount")) {
         val parts = split(c, to_str(c, &x), NULL, -1);
@@ -2654,15 +2650,13 @@ static val call_macro(rctx *c, const node *m, const args *a) {
     for (int k = 0; k < m->ntargets; k++)
         if (!dict_get(vars, m->targets[k]))
             set_var(c, m->targets[k], m->defaults[k] ? eval(c, m->defaults[k]) : vundef(m->targets[k]));
-    outbuf tmp = {0}, *saved = c->out;
-    c->out = &tmp;
+    outbuf tmp, *saved = capture_begin(c, &tmp);
     int ctl = c->loop_ctl;
     exec_body(c, &m->b);
     c->loop_ctl = ctl;
-    c->out = saved;
     c->nframes--;
     c->depth--;
-    return vstr((str){tmp.p ? tmp.p : "", tmp.n});
+    return vstr(capture_end(c, &tmp, saved));
 }
 
 static val call_val(rctx *c, val f, const args *a) {
@@ -2917,11 +2911,9 @@ static void exec_node(rctx *c, const node *n) {
         break;
     }
     case S_SETBLOCK: {
-        outbuf tmp = {0}, *saved = c->out;
-        c->out = &tmp;
+        outbuf tmp, *saved = capture_begin(c, &tmp);
         exec_body(c, &n->b);
-        c->out = saved;
-        set_var(c, n->s, vstr((str){tmp.p ? tmp.p : "", tmp.n}));
+        set_var(c, n->s, vstr(capture_end(c, &tmp, saved)));
         break;
     }
     case S_MACRO: set_var(c, n->s, (val){.t = V_MACRO, .macro = n}); break;
@@ -2929,12 +2921,11 @@ static void exec_node(rctx *c, const node *n) {
     case S_CONTINUE: c->loop_ctl = 2; break;
     case S_BODY: exec_body(c, &n->b); break;
     case S_FILTERBLOCK: {
-        outbuf tmp = {0}, *saved = c->out;
-        c->out = &tmp;
+        outbuf tmp, *saved = capture_begin(c, &tmp);
         exec_body(c, &n->b);
-        c->out = saved;
+        str text = capture_end(c, &tmp, saved);
         args a = eval_args(c, n->e);
-        val v = apply_filter(c, n->e->s, vstr((str){tmp.p ? tmp.p : "", tmp.n}), &a);
+        val v = apply_filter(c, n->e->s, vstr(text), &a);
         out_val(c, &v);
         break;
     }
