@@ -415,18 +415,6 @@ class TestChat(Base):
         return self.pb.ChatRequest(messages=[self.pb.ChatMessage(**m) for m in messages],
                                    options=self.pb.GenerateRequest(**kw))
 
-    def rendered(self, messages):
-        """the prompt Chat should build: the model's template rendered by jinja2 (the reference renderer, from
-        PyPI; the same environment as scripts/golden_chat_templates.py), else None"""
-        try:
-            sys.path.insert(0, os.path.join(os.path.dirname(HERE), "..", "scripts"))
-            import golden_chat_templates as g
-        except ImportError:
-            return None
-        tpl = g.environment().from_string(g.gguf_string(ARGS.model, "tokenizer.chat_template"))
-        return tpl.render(messages=messages, tools=None, documents=None, add_generation_prompt=True,
-                          bos_token="", eos_token="<|im_end|>")
-
     def test_chat_equals_generate_on_the_rendered_prompt(self):
         msgs = [self.SYS, self.Q]
         info = self.stub.GetModelInfo(self.pb.GetModelInfoRequest(), timeout=30)
@@ -442,12 +430,10 @@ class TestChat(Base):
             if strategy != "early_exit":
                 self.assertEqual(text, r.text, strategy)
             self.assertEqual(chunks[-1].stats.strategy, strategy)
-        # Chat is Generate on the template's rendering (ChatML with special tokens parsed)
+        # Chat is Generate on the template's rendering (ChatML with special tokens parsed; the renderer itself
+        # is checked against jinja2 by test_chat_template)
         prompt = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
                   "What is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
-        ref = self.rendered(msgs)
-        if ref is not None:
-            self.assertEqual(ref, prompt)
         g = self.stub.Generate(self.req(prompt, max_tokens=24), timeout=300)
         self.assertEqual(g.text, r.text)
         self.assertEqual(list(g.token_ids), list(r.token_ids))
